@@ -1,0 +1,22 @@
+# One-command environment: every target builds or refreshes .venv first (a no-op when nothing changed).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RUN_ROS := $(PY) -m charm_ros.env --
+
+.PHONY: venv test clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt setup.py setup.cfg package.xml pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: venv
+	$(RUN_ROS) $(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

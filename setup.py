@@ -1,0 +1,29 @@
+"""ament_python package `charm_ros`: installs the `charm_core` (ROS-free) and `charm_ros` packages."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "charm_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="CHARM modality-agnostic semantic segmentation for ROS 2",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["charm_core", "charm_core.*", "charm_ros", "charm_ros.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.*")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/models", glob("models/*.safetensors")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    entry_points={
+        "console_scripts": [
+            "charm_launch = charm_ros.launcher:main",
+        ],
+    },
+)
