@@ -2,7 +2,7 @@
 
 `ros2 launch` is not installable from PyPI, so the demo, the tests and users of a pip install use
 this. It reads the ROS 2 YAML launch format (the subset: `arg`, `node` with pkg/exec/name/
-namespace/param/remap/args), so the same file also works with `ros2 launch` on a real install:
+namespace/param/remap/args/on_exit, `executable` with cmd/name/on_exit), so the same file also works with `ros2 launch` on a real install:
 
     python -m charm_ros.launcher launch/sim_demo.launch.yaml duration:=40 --timeout 60
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -210,6 +211,10 @@ def load_launch_yaml(path: str | Path, overrides: dict[str, str] | None = None
             spec.arguments = sub(str(body.get("args", ""))).split()
             spec.shutdown_on_exit = body.get("on_exit") == "shutdown"
             specs.append(spec)
+        elif kind == "executable":  # ExecuteProcess: any command line
+            specs.append(NodeSpec(command=shlex.split(_substitute(body["cmd"], launch_args)),
+                                  name=_substitute(body.get("name"), launch_args),
+                                  shutdown_on_exit=body.get("on_exit") == "shutdown"))
         else:
             raise ValueError(f"{path}: unsupported launch entry {kind!r}")
     if overrides:

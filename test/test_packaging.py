@@ -1,0 +1,76 @@
+"""The ament_python package is consistent: package.xml, entry points, launch files and their references."""
+import ast
+import importlib
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+LAUNCH_PY = sorted((ROOT / "launch").glob("*.launch.py"))
+LAUNCH_YAML = sorted((ROOT / "launch").glob("*.launch.yaml"))
+
+
+def console_scripts() -> dict[str, str]:
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if isinstance(key, ast.Constant) and key.value == "console_scripts":
+                    entries = ast.literal_eval(value)
+                    return {e.split("=")[0].strip(): e.split("=")[1].strip() for e in entries}
+    raise AssertionError("setup.py declares no console_scripts")
+
+
+def test_package_xml_is_format3_ament_python_with_ros_dependencies():
+    root = ET.parse(ROOT / "package.xml").getroot()
+    assert root.tag == "package" and root.get("format") == "3"
+    assert root.findtext("name") == "charm_ros"
+    assert root.find("export/build_type").text == "ament_python"
+    deps = {e.text for e in root.findall("exec_depend")}
+    assert {"rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs", "launch_ros"} <= deps
+    assert (ROOT / "resource" / "charm_ros").is_file()
+
+
+def test_every_console_script_points_at_a_callable():
+    scripts = console_scripts()
+    assert "charm_launch" in scripts
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), name
+
+
+@pytest.mark.parametrize("launch_file", LAUNCH_PY, ids=lambda p: p.name)
+def test_launch_py_compiles_and_references_real_executables_and_files(launch_file):
+    source = launch_file.read_text()
+    tree = compile(source, str(launch_file), "exec", ast.PyCF_ONLY_AST)
+    assert "generate_launch_description" in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    scripts = console_scripts()
+    executables = [kw.value.value for node in ast.walk(tree) if isinstance(node, ast.Call)
+                   for kw in node.keywords if kw.arg == "executable" and isinstance(kw.value, ast.Constant)]
+    assert executables, "launch file starts no node"
+    for exe in executables:
+        assert exe in scripts, f"{launch_file.name} starts {exe!r}, not a console script of this package"
+    for folder, filename in re.findall(r"['\"](config|launch)['\"],\s*['\"]([\w.\-]+)['\"]", source):
+        assert (ROOT / folder / filename).is_file(), f"{launch_file.name} references missing {folder}/{filename}"
+
+
+@pytest.mark.parametrize("launch_file", LAUNCH_YAML, ids=lambda p: p.name)
+def test_launch_yaml_resolves(launch_file):
+    from charm_ros.launcher import load_launch_yaml
+
+    specs, _ = load_launch_yaml(launch_file)
+    assert specs
+    for spec in specs:
+        for params in spec.params_files:
+            assert Path(params).is_file()
+            assert "ros__parameters" in yaml.safe_dump(yaml.safe_load(Path(params).read_text()))
+
+
+def test_data_files_ship_launch_config_and_models():
+    source = (ROOT / "setup.py").read_text()
+    for folder in ("launch", "config", "models"):
+        assert f"share/{{PACKAGE}}/{folder}" in source
