@@ -1,0 +1,357 @@
+"""ROS message <-> numpy conversions for the node, the sensor rig and the bag evaluator.
+
+cv_bridge and sensor_msgs_py are not installable here, so this module reproduces their semantics
+(imgmsg_to_cv2 "passthrough", read_points) in plain numpy. It reads any object with the message's
+field names: rclpy messages (`data` an array.array) and `rosbags` messages (`data` a numpy uint8
+array) alike, which is what lets the live node and the offline evaluator share one decoder.
+Only the publishing side (numpy -> message) needs sensor_msgs, imported when it is called.
+
+Every malformed message raises ConversionError (a ValueError) naming the field that is wrong, so
+a caller can reject it with one `except` and keep running.
+"""
+from __future__ import annotations
+
+import array as pyarray
+import re
+import sys
+from typing import Any
+
+import numpy as np
+
+_NATIVE_BIG = sys.byteorder == "big"
+
+# Named encodings of sensor_msgs/image_encodings.hpp: name -> (numpy base type, channels).
+_NAMED_ENCODINGS: dict[str, tuple[str, int]] = {
+    "rgb8": ("u1", 3), "bgr8": ("u1", 3), "rgba8": ("u1", 4), "bgra8": ("u1", 4),
+    "rgb16": ("u2", 3), "bgr16": ("u2", 3), "rgba16": ("u2", 4), "bgra16": ("u2", 4),
+    "mono8": ("u1", 1), "mono16": ("u2", 1),
+    # packed 4:2:2, two bytes per pixel: UYVY and YUYV byte orders
+    "yuv422": ("u1", 2), "uyvy": ("u1", 2), "yuv422_yuy2": ("u1", 2), "yuyv": ("u1", 2),
+}
+# OpenCV-style TYPE encodings ("16UC1", "32FC3", ...): depth code -> numpy base type.
+_TYPE_ENCODING = re.compile(r"^(8U|8S|16U|16S|32S|32F|64F)C([1-9][0-9]*)$")
+_TYPE_DEPTHS = {"8U": "u1", "8S": "i1", "16U": "u2", "16S": "i2", "32S": "i4", "32F": "f4", "64F": "f8"}
+_MAX_CHANNELS = 512  # OpenCV's CV_CN_MAX
+_UNSUPPORTED_PREFIXES = ("bayer_", "nv21", "nv24", "nv12")
+
+_UYVY = ("yuv422", "uyvy")
+_YUYV = ("yuv422_yuy2", "yuyv")
+_RGB_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "8UC3", "8UC4",
+                  "rgb16", "bgr16", "rgba16", "bgra16", "mono16") + _UYVY + _YUYV
+_DEPTH_MM_ENCODINGS = ("16UC1", "mono16")
+_DEPTH_M_ENCODINGS = ("32FC1", "64FC1")
+
+# sensor_msgs/PointField datatype constants -> numpy base type.
+_POINTFIELD_TYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
+_FLOAT32 = 7
+
+
+class ConversionError(ValueError):
+    """A message that cannot be converted; the text says which field, encoding or size was wrong."""
+
+
+def stamp_to_sec(stamp: Any) -> float:
+    """builtin_interfaces/Time (rclpy or rosbags: `.sec`, `.nanosec`) -> float seconds."""
+    try:
+        sec, nanosec = int(stamp.sec), int(stamp.nanosec)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ConversionError(f"stamp must have integer fields sec and nanosec, got {stamp!r}") from exc
+    if not 0 <= nanosec < 1_000_000_000:
+        raise ConversionError(f"stamp.nanosec must be in [0, 1e9), got {nanosec}")
+    return sec + nanosec * 1e-9
+
+
+def _parse_encoding(encoding: Any) -> tuple[str, np.dtype, int]:
+    """Encoding string -> (normalized name, little/big-agnostic base dtype, channels)."""
+    if not isinstance(encoding, str) or not encoding.strip():
+        raise ConversionError(f"image encoding must be a non-empty string, got {encoding!r}")
+    text = encoding.strip()
+    named = _NAMED_ENCODINGS.get(text.lower())
+    if named is not None:
+        return text.lower(), np.dtype(named[0]), named[1]
+    match = _TYPE_ENCODING.match(text.upper())
+    if match and int(match.group(2)) <= _MAX_CHANNELS:
+        return text.upper(), np.dtype(_TYPE_DEPTHS[match.group(1)]), int(match.group(2))
+    if text.lower().startswith(_UNSUPPORTED_PREFIXES):
+        raise ConversionError(f"unsupported image encoding {text!r} (Bayer / planar YUV need debayering "
+                              "or colour conversion first, e.g. image_proc)")
+    raise ConversionError(f"unknown image encoding {text!r}; expected one of {sorted(_NAMED_ENCODINGS)} "
+                          "or an OpenCV type such as 8UC3, 16UC1, 32FC1")
+
+
+def _byte_view(data: Any, what: str) -> np.ndarray:
+    """A message's `data` (array.array, bytes, numpy uint8, list of ints) as flat uint8, without a copy if possible."""
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.uint8:
+            raise ConversionError(f"{what}.data must be uint8 bytes, got a numpy array of {data.dtype}")
+        return data.reshape(-1)
+    try:
+        return np.frombuffer(data, dtype=np.uint8)
+    except (TypeError, ValueError):
+        pass
+    try:
+        return np.asarray(data, dtype=np.uint8).reshape(-1)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConversionError(f"{what}.data must be a byte sequence, got {type(data).__name__}") from exc
+
+
+def _image_view(msg: Any) -> tuple[str, np.ndarray]:
+    """Validate an Image and return (encoding, HxWxC view in the message's byte order); may alias msg.data."""
+    encoding, base, channels = _parse_encoding(getattr(msg, "encoding", None))
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ConversionError(f"image size must be positive, got height={height} width={width}")
+    pixel_bytes = base.itemsize * channels
+    if step < width * pixel_bytes:
+        raise ConversionError(f"image step {step} is smaller than width*bytes_per_pixel = "
+                              f"{width}*{pixel_bytes} for encoding {encoding}")
+    raw = _byte_view(msg.data, "image")
+    if raw.size < step * height:
+        raise ConversionError(f"image data has {raw.size} bytes, expected step*height = {step}*{height} "
+                              f"= {step * height}")
+    dtype = base.newbyteorder(">" if msg.is_bigendian else "<")
+    view = np.ndarray((height, width, channels), dtype=dtype, buffer=raw,
+                      strides=(step, pixel_bytes, base.itemsize))
+    return encoding, view
+
+
+def _native(dtype: np.dtype) -> np.dtype:
+    return dtype.newbyteorder("=")
+
+
+def image_to_numpy(msg: Any) -> np.ndarray:
+    """sensor_msgs/Image -> array, as cv_bridge.imgmsg_to_cv2(msg, "passthrough") returns it.
+
+    HxW for one channel, HxWxC otherwise; dtype from the encoding, native byte order; row padding
+    (`step`) removed. The result is a fresh C-contiguous array: it never aliases msg.data.
+    """
+    _, view = _image_view(msg)
+    out = np.empty(view.shape, dtype=_native(view.dtype))
+    out[...] = view  # one pass: de-pad, byte-swap if needed, copy
+    return out[:, :, 0] if out.shape[2] == 1 else out
+
+
+def _yuv422_to_rgb(pixels: np.ndarray, luma_first: bool) -> np.ndarray:
+    """Packed 4:2:2 (HxWx2 uint8) -> HxWx3 uint8 RGB with BT.601 studio-range coefficients."""
+    luma = pixels[:, :, 0 if luma_first else 1].astype(np.float32)
+    chroma = pixels[:, :, 1 if luma_first else 0].astype(np.float32)
+    width = pixels.shape[1] - pixels.shape[1] % 2  # an odd last column has no chroma pair: reuse its left one
+    u = np.repeat(chroma[:, 0:width:2], 2, axis=1)
+    v = np.repeat(chroma[:, 1:width:2], 2, axis=1)
+    if u.shape[1] < luma.shape[1]:
+        u, v = np.pad(u, ((0, 0), (0, 1)), mode="edge"), np.pad(v, ((0, 0), (0, 1)), mode="edge")
+    y = 1.164 * (luma - 16.0)
+    u, v = u - 128.0, v - 128.0
+    rgb = np.stack([y + 1.596 * v, y - 0.392 * u - 0.813 * v, y + 2.017 * u], axis=2)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def image_to_rgb(msg: Any) -> np.ndarray:
+    """Any colour or gray Image -> HxWx3 uint8 RGB, the network's camera input.
+
+    8UC3/8UC4 are taken as BGR/BGRA (OpenCV's convention, as cv_bridge does); 16-bit encodings keep
+    their high byte; gray is replicated to three channels.
+    """
+    encoding, view = _image_view(msg)
+    if encoding not in _RGB_ENCODINGS:
+        raise ConversionError(f"cannot read encoding {encoding!r} as RGB; expected one of {list(_RGB_ENCODINGS)}")
+    if encoding in _UYVY or encoding in _YUYV:
+        return _yuv422_to_rgb(view, luma_first=encoding in _YUYV)
+    if view.dtype.itemsize == 2:
+        view = view >> 8  # 16 -> 8 bit; the shift yields native uint16, cast below
+    rgb = np.empty(view.shape[:2] + (3,), dtype=np.uint8)
+    if encoding.startswith("rgb"):
+        rgb[...] = view[:, :, :3]
+        return rgb
+    sources = (0, 0, 0) if view.shape[2] == 1 else (2, 1, 0)  # gray, or bgr* / 8UC3 / 8UC4
+    for channel, source in enumerate(sources):  # plane by plane: 3x faster than one reversed-stride copy
+        rgb[:, :, channel] = view[:, :, source]
+    return rgb
+
+
+def image_to_depth_m(msg: Any) -> np.ndarray:
+    """Depth Image -> HxW float32 metres, REP 118 units: 16UC1/mono16 are millimetres, 32FC1/64FC1 metres.
+
+    Every invalid reading -- 0, NaN, +-inf, negative -- becomes 0.0, the one "no depth" value the
+    depth encoder and the datasets use.
+    """
+    encoding, view = _image_view(msg)
+    if view.shape[2] != 1 or encoding not in _DEPTH_MM_ENCODINGS + _DEPTH_M_ENCODINGS:
+        raise ConversionError(f"cannot read encoding {encoding!r} as depth; expected one of "
+                              f"{list(_DEPTH_MM_ENCODINGS + _DEPTH_M_ENCODINGS)}")
+    if encoding in _DEPTH_MM_ENCODINGS:
+        return view[:, :, 0].astype(np.float32) * np.float32(0.001)
+    with np.errstate(over="ignore"):
+        depth = view[:, :, 0].astype(np.float32)  # float64 beyond float32 range becomes inf -> invalid
+    depth[~np.isfinite(depth) | (depth <= 0)] = 0.0
+    return depth
+
+
+def _header(header: Any, frame_id: str | None) -> Any:
+    """A fresh std_msgs/Header from any Header-like object (rclpy or rosbags), never the caller's object."""
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+
+    out = Header()
+    if header is not None:
+        out.stamp = Time(sec=int(header.stamp.sec), nanosec=int(header.stamp.nanosec))
+        out.frame_id = str(header.frame_id)
+    if frame_id is not None:
+        out.frame_id = frame_id
+    return out
+
+
+def _to_byte_array(values: np.ndarray) -> pyarray.array:
+    """One bulk copy into the array.array('B') that rclpy messages hold (their per-element check is skipped)."""
+    data = pyarray.array("B")
+    data.frombytes(values.reshape(-1).view(np.uint8))
+    return data
+
+
+def numpy_to_image(array: np.ndarray, encoding: str, header: Any = None, frame_id: str | None = None) -> Any:
+    """HxW / HxWxC array -> sensor_msgs/Image: unpadded (step = width*bytes_per_pixel), native byte order.
+
+    The array's dtype and channel count must match the encoding (as cv_bridge.cv2_to_imgmsg checks).
+    """
+    from sensor_msgs.msg import Image
+
+    name, base, channels = _parse_encoding(encoding)
+    values = np.asarray(array)
+    if values.ndim not in (2, 3):
+        raise ConversionError(f"image array must be HxW or HxWxC, got shape {values.shape}")
+    got_channels = 1 if values.ndim == 2 else values.shape[2]
+    if got_channels != channels or _native(values.dtype) != _native(base):
+        raise ConversionError(f"encoding {name} needs {channels} channel(s) of {base}, got shape "
+                              f"{values.shape} of {values.dtype}")
+    height, width = values.shape[:2]
+    if height == 0 or width == 0:
+        raise ConversionError(f"image array must not be empty, got shape {values.shape}")
+    values = np.ascontiguousarray(values, dtype=_native(base))
+    msg = Image()
+    msg.header = _header(header, frame_id)
+    msg.height, msg.width, msg.encoding = height, width, name
+    msg.is_bigendian = int(_NATIVE_BIG)
+    msg.step = width * channels * base.itemsize
+    msg.data = _to_byte_array(values)
+    return msg
+
+
+def _field_views(msg: Any, names: tuple[str, ...], optional: str | None) -> dict[str, np.ndarray]:
+    """HxW strided views (message byte order) of the named PointCloud2 fields; `optional` may be absent."""
+    height, width = int(msg.height), int(msg.width)
+    point_step, row_step = int(msg.point_step), int(msg.row_step)
+    if height * width <= 0:
+        raise ConversionError(f"point cloud is empty (height={height}, width={width})")
+    if point_step <= 0:
+        raise ConversionError(f"point cloud point_step must be positive, got {point_step}")
+    if row_step < width * point_step:
+        raise ConversionError(f"point cloud row_step {row_step} is smaller than width*point_step = "
+                              f"{width}*{point_step}")
+    raw = _byte_view(msg.data, "point cloud")
+    needed = (height - 1) * row_step + width * point_step
+    if raw.size < needed:
+        raise ConversionError(f"point cloud data has {raw.size} bytes, expected at least {needed} "
+                              f"(height={height}, row_step={row_step}, width={width}, point_step={point_step})")
+    fields: dict[str, Any] = {}
+    for field in msg.fields:
+        fields.setdefault(str(field.name), field)  # a repeated name: the first one wins
+    missing = [name for name in names if name not in fields]
+    if missing:
+        raise ConversionError(f"point cloud has no field(s) {missing}; it has {list(fields)}")
+    order = ">" if msg.is_bigendian else "<"
+    views = {}
+    for name in names + ((optional,) if optional in fields else ()):
+        field = fields[name]
+        base = _POINTFIELD_TYPES.get(int(field.datatype))
+        if base is None:
+            raise ConversionError(f"point cloud field {name!r} has unknown datatype {field.datatype}; "
+                                  f"expected one of {sorted(_POINTFIELD_TYPES)}")
+        dtype = np.dtype(order + base)
+        offset = int(field.offset)
+        if offset < 0 or offset + dtype.itemsize > point_step:
+            raise ConversionError(f"point cloud field {name!r} at offset {offset} ({dtype.itemsize} bytes) "
+                                  f"does not fit in point_step {point_step}")
+        views[name] = np.ndarray((height, width), dtype=dtype, buffer=raw, offset=offset,
+                                 strides=(row_step, point_step))
+    return views
+
+
+def pointcloud2_to_xyzi(msg: Any, intensity_field: str = "intensity") -> np.ndarray:
+    """sensor_msgs/PointCloud2 of any layout -> Nx4 float32 (x, y, z, intensity), organized clouds flattened.
+
+    Reads fields by name at their offsets (padding, float64, integer types, either byte order,
+    row padding); a field with count > 1 contributes its first element. Intensity is 0 where the
+    field is absent or not finite; points with a non-finite coordinate (no return) are dropped, so
+    a cloud without any return yields a 0x4 array. A cloud with no points at all is an error.
+    """
+    views = _field_views(msg, ("x", "y", "z"), intensity_field)
+    height, width = views["x"].shape
+    points = np.zeros((height, width, 4), dtype=np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond float32 range becomes inf: dropped / zeroed below
+        for column, name in enumerate(("x", "y", "z", intensity_field)):
+            if name in views:
+                points[:, :, column] = views[name]
+    points = points.reshape(-1, 4)
+    finite = np.isfinite(points)
+    if not finite[:, 3].all():
+        points[~finite[:, 3], 3] = 0.0
+    keep = finite[:, :3].all(axis=1)
+    return points if keep.all() else points[keep]
+
+
+def xyzi_to_pointcloud2(points: np.ndarray, header: Any = None, frame_id: str | None = None) -> Any:
+    """Nx4 (or Nx3, intensity 0) points -> PointCloud2 with float32 x, y, z, intensity, point_step 16."""
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    values = np.asarray(points)
+    if values.ndim != 2 or values.shape[1] not in (3, 4):
+        raise ConversionError(f"points must be Nx3 or Nx4, got shape {values.shape}")
+    xyzi = np.zeros((values.shape[0], 4), dtype=np.float32)
+    xyzi[:, :values.shape[1]] = values
+    msg = PointCloud2()
+    msg.header = _header(header, frame_id)
+    msg.height, msg.width = 1, xyzi.shape[0]
+    msg.fields = [PointField(name=name, offset=4 * i, datatype=_FLOAT32, count=1)
+                  for i, name in enumerate(("x", "y", "z", "intensity"))]
+    msg.is_bigendian = _NATIVE_BIG
+    msg.point_step, msg.row_step = 16, 16 * xyzi.shape[0]
+    msg.is_dense = bool(np.isfinite(xyzi).all())
+    msg.data = _to_byte_array(xyzi)
+    return msg
+
+
+def camera_info_to_k(msg: Any) -> tuple[np.ndarray, tuple[int, int]]:
+    """CameraInfo -> (3x3 float64 K, (height, width)): what projection needs; binning/ROI are not applied."""
+    height, width = int(msg.height), int(msg.width)
+    if height <= 0 or width <= 0:
+        raise ConversionError(f"camera_info size must be positive, got height={height} width={width}")
+    k = np.asarray(msg.k, dtype=np.float64)
+    if k.size != 9:
+        raise ConversionError(f"camera_info.k must have 9 values, got {k.size}")
+    k = k.reshape(3, 3).copy()
+    if not np.isfinite(k).all() or not k.any():
+        raise ConversionError(f"camera_info.k must be finite and not all zero (uncalibrated), got {k.ravel().tolist()}")
+    if k[0, 0] <= 0 or k[1, 1] <= 0:
+        raise ConversionError(f"camera_info.k needs positive focal lengths, got fx={k[0, 0]} fy={k[1, 1]}")
+    return k, (height, width)
+
+
+def k_to_camera_info(K: np.ndarray, hw: tuple[int, int], header: Any = None, frame_id: str | None = None) -> Any:
+    """3x3 K and (height, width) -> CameraInfo of an ideal camera: plumb_bob, zero D, R = I, P = [K | 0]."""
+    from sensor_msgs.msg import CameraInfo
+
+    k = np.asarray(K, dtype=np.float64)
+    if k.shape != (3, 3) or not np.isfinite(k).all():
+        raise ConversionError(f"K must be a finite 3x3 matrix, got shape {k.shape}")
+    height, width = (int(v) for v in hw)
+    if height <= 0 or width <= 0:
+        raise ConversionError(f"image size must be positive, got {tuple(hw)}")
+    msg = CameraInfo()
+    msg.header = _header(header, frame_id)
+    msg.height, msg.width = height, width
+    msg.distortion_model = "plumb_bob"
+    msg.d = [0.0] * 5
+    msg.k = k.reshape(-1).copy()
+    msg.r = np.eye(3).reshape(-1)
+    msg.p = np.hstack([k, np.zeros((3, 1))]).reshape(-1)
+    return msg

@@ -1,0 +1,348 @@
+"""Approximate-time synchronizer over whichever sensors are alive (DESIGN.md §9), free of ROS.
+
+The live node and the offline bag evaluator drive it the same way -- add() per message, poll() for
+ready frames -- so the same stamps give the same frames in both. Times are float seconds: `stamp`
+is a header stamp, `now` the node clock (the bag evaluator passes the stamp itself as `now`).
+
+How a frame is formed:
+- The reference is the first modality of the configured priority list that is alive (accepted a
+  message within its `stale_timeout`). Each of its messages newer than the last frame fires at most
+  one Frame, oldest first; a message that is still waiting holds back the newer ones.
+- For every other alive modality it takes the buffered message closest to the reference stamp within
+  `max_skew`, and waits -- never longer than `timeout` after the reference arrived -- while a better
+  partner can still come: the modality has sent nothing at or after the reference stamp yet and its
+  next message (expected one smoothed period after its newest, or unknown before it has a rate)
+  would land in the window, closer than what is here and not closer to a later reference message.
+  A partner after the reference that the next reference message would be closer to is left for
+  that one. So each partner goes to the reference message nearest to it, and a frame is released
+  as soon as nothing better can come rather than after `timeout`.
+- A modality that is not alive never makes anyone wait; its buffered messages still match if close.
+  At `timeout` a frame fires with what matched. A 30 Hz reference with a 10 Hz partner gives every
+  third frame with the partner, the others without it, released once the partner's rate shows it
+  cannot match (at worst after `timeout`). The slowest sensor as reference gives every frame the
+  full subset. A partner that arrives more than `timeout` after its reference never matches and
+  delays every frame by `timeout`: raise `timeout` (or fix its stamps) for such a sensor.
+- Consumed messages, those older than a consumed one of the same modality, and those older than
+  the last frame's stamp minus `max_skew` are discarded (counted `dropped`). A repeated stamp is a
+  duplicate; a stamp older than the modality's last consumed one is out of order. Neither refreshes
+  liveness, so a sensor repeating a frozen frame goes stale. A backwards jump of `now` or of one
+  modality's stamps beyond `jump_back_tolerance` (bag loop, sim-time restart) clears all buffers;
+  modalities alive before a jump of `now` stay alive across it.
+
+The node calls poll() after every add() and on a timer well under `timeout` so that timeouts fire;
+it owns the locking (no threads here). Cost per call is O(modalities * buffer_size^2), buffers are small.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from charm_core.modalities import canonical
+
+_EPS = 1e-9  # stamps closer than this are one stamp (float seconds from sec + nanosec)
+_RATE_ALPHA = 0.2  # weight of a new stamp interval in the period estimate
+_PERIOD_JITTER = 0.1  # a sensor's next stamp may come this fraction of its period early
+
+
+@dataclass
+class ModalityConfig:
+    name: str
+    time_offset: float = 0.0  # added to the header stamp (sensor latency calibration)
+    stale_timeout: float = 0.5  # alive iff a message was accepted within this long (node clock)
+
+
+@dataclass
+class SyncConfig:
+    modalities: list[ModalityConfig]  # the enabled ones; list order is the reference priority
+    max_skew: float = 0.05  # |stamp_m - stamp_ref| <= max_skew to match
+    timeout: float = 0.1  # after the reference arrived, wait at most this long for alive partners
+    buffer_size: int = 10  # per modality; the oldest is dropped (counted) when full
+    jump_back_tolerance: float = 1.0  # a larger backwards jump of now or of stamps resets all buffers
+
+    def __post_init__(self) -> None:
+        names = [m.name for m in self.modalities]
+        if not names:
+            raise ValueError("SyncConfig.modalities must name at least one modality")
+        canonical(names)  # raises on unknown or repeated names
+        for m in self.modalities:
+            if not math.isfinite(m.time_offset):
+                raise ValueError(f"time_offset of {m.name!r} must be finite, got {m.time_offset}")
+            if not m.stale_timeout > 0:
+                raise ValueError(f"stale_timeout of {m.name!r} must be > 0 s, got {m.stale_timeout}")
+        if not self.max_skew >= 0:
+            raise ValueError(f"max_skew must be >= 0 s, got {self.max_skew}")
+        if not self.timeout >= 0:
+            raise ValueError(f"timeout must be >= 0 s, got {self.timeout}")
+        if not (isinstance(self.buffer_size, int) and self.buffer_size >= 1):
+            raise ValueError(f"buffer_size must be an integer >= 1, got {self.buffer_size!r}")
+        if not self.jump_back_tolerance > 0:
+            raise ValueError(f"jump_back_tolerance must be > 0 s, got {self.jump_back_tolerance}")
+
+
+@dataclass
+class Frame:
+    stamp: float  # the reference message's offset-corrected stamp
+    reference: str
+    data: dict[str, Any]  # modality -> the payload given to add(), canonical order
+    stamps: dict[str, float]  # modality -> its offset-corrected stamp
+
+    @property
+    def subset(self) -> tuple[str, ...]:
+        return canonical(self.data)
+
+
+@dataclass
+class ModalityStats:
+    received: int = 0  # every add()
+    used: int = 0  # went into a frame
+    dropped: int = 0  # accepted but never used: too old, overflow, superseded, cleared by a reset
+    duplicates: int = 0  # stamp already seen
+    out_of_order: int = 0  # stamp older than the last consumed one
+    buffered: int = 0  # waiting now; received == used + dropped + duplicates + out_of_order + buffered
+    last_arrival: float | None = None  # `now` of the last accepted message
+    rate_hz: float = 0.0  # from the smoothed stamp interval; 0 until two messages
+
+
+@dataclass
+class _Message:
+    stamp: float
+    data: Any
+    arrival: float
+
+
+@dataclass
+class _Stream:
+    config: ModalityConfig
+    buffer: list[_Message] = field(default_factory=list)  # sorted by stamp
+    stats: ModalityStats = field(default_factory=ModalityStats)
+    last_arrival: float | None = None
+    newest: float | None = None  # newest accepted stamp since the last reset
+    consumed: float | None = None  # newest stamp that went into a frame since the last reset
+    period: float | None = None  # smoothed stamp interval
+
+    def clear(self) -> None:
+        self.stats.dropped += len(self.buffer)
+        self.buffer.clear()
+        self.newest = self.consumed = None
+
+
+class Synchronizer:
+    """Groups per-modality messages into Frames by header stamp; see the module docstring for the rules.
+
+    `frames` and `resets` count fired frames and buffer resets (jumps back, reset()) for diagnostics.
+    """
+
+    def __init__(self, config: SyncConfig):
+        self._streams: dict[str, _Stream] = {}  # priority order
+        self.config = config
+        self._last_fired: float | None = None
+        self._clock: float | None = None  # latest `now` seen
+        self.resets = 0  # buffer resets after backwards jumps (and reset() calls)
+        self.frames = 0  # frames fired
+
+    @property
+    def config(self) -> SyncConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: SyncConfig) -> None:
+        """Apply parameters at run time: modalities that stay enabled keep their buffers and counters,
+        except that a changed time_offset empties that modality's buffer (its stamps were shifted by the old one)."""
+        streams = {}
+        for m in config.modalities:
+            stream = self._streams.get(m.name) or _Stream(m)
+            if m.time_offset != stream.config.time_offset:
+                stream.clear()
+            stream.config = m
+            streams[m.name] = stream
+        self._streams, self._config = streams, config
+
+    def add(self, modality: str, stamp: float, data: Any, now: float) -> None:
+        """Buffer one message; `stamp` is its header stamp, before the modality's time offset."""
+        stream = self._stream(modality)
+        _check_time(stamp=stamp, now=now)
+        self._advance_clock(now)
+        stats = stream.stats
+        stats.received += 1
+        stamp += stream.config.time_offset
+        if stream.newest is not None and stamp < stream.newest - self.config.jump_back_tolerance:
+            self._reset(keep_alive=True)
+        if stream.consumed is not None and stamp <= stream.consumed + _EPS:
+            if stamp >= stream.consumed - _EPS:
+                stats.duplicates += 1
+            else:
+                stats.out_of_order += 1
+            return
+        buffer = stream.buffer
+        at = bisect.bisect_left([m.stamp for m in buffer], stamp - _EPS)
+        if at < len(buffer) and buffer[at].stamp <= stamp + _EPS:
+            stats.duplicates += 1
+            return
+        stream.last_arrival = now
+        if stream.newest is not None and stamp > stream.newest:
+            interval = stamp - stream.newest
+            if interval <= stream.config.stale_timeout:  # a gap is an outage, not the rate
+                stream.period = interval if stream.period is None else (
+                    (1 - _RATE_ALPHA) * stream.period + _RATE_ALPHA * interval)
+        stream.newest = stamp if stream.newest is None else max(stream.newest, stamp)
+        if self._last_fired is not None and stamp < self._last_fired - self.config.max_skew - _EPS:
+            stats.dropped += 1
+            return
+        buffer.insert(at, _Message(stamp, data, now))
+        if len(buffer) > self.config.buffer_size:
+            buffer.pop(0)
+            stats.dropped += 1
+
+    def poll(self, now: float) -> list[Frame]:
+        """Frames ready at `now`, oldest first."""
+        _check_time(now=now)
+        self._advance_clock(now)
+        return self._fire(now, force=False)
+
+    def flush(self) -> list[Frame]:
+        """Fire every waiting reference message now, as if its timeout had passed (end of a bag)."""
+        return [] if self._clock is None else self._fire(self._clock, force=True)
+
+    def alive(self, now: float) -> tuple[str, ...]:
+        """Modalities that had a message accepted within their stale_timeout, canonical order."""
+        return canonical(name for name, s in self._streams.items() if self._is_alive(s, now))
+
+    def reference(self, now: float) -> str | None:
+        """The modality whose messages define frames at `now`: the highest-priority alive one."""
+        return next((name for name, s in self._streams.items() if self._is_alive(s, now)), None)
+
+    def age(self, modality: str, now: float) -> float | None:
+        """Seconds since the modality's last accepted message (None if it never had one)."""
+        last = self._stream(modality).last_arrival
+        return None if last is None else now - last
+
+    def stats(self) -> dict[str, ModalityStats]:
+        """A snapshot per modality (priority order); counters are cumulative across resets."""
+        return {name: replace(s.stats, buffered=len(s.buffer), last_arrival=s.last_arrival,
+                              rate_hz=1.0 / s.period if s.period else 0.0)
+                for name, s in self._streams.items()}
+
+    def reset(self) -> None:
+        """Forget buffers, stamps and liveness (counters are kept), e.g. after the node's time source changed."""
+        self._reset(keep_alive=False)
+        self._clock = None
+
+    def _stream(self, modality: str) -> _Stream:
+        stream = self._streams.get(modality)
+        if stream is None:
+            raise ValueError(f"unknown modality {modality!r}; enabled: {list(self._streams)}")
+        return stream
+
+    def _is_alive(self, stream: _Stream, now: float) -> bool:
+        last = stream.last_arrival
+        return last is not None and now - last <= stream.config.stale_timeout + _EPS
+
+    def _advance_clock(self, now: float) -> None:
+        """Track `now`; a large backwards jump resets, carrying liveness over to the new clock."""
+        if self._clock is not None and now < self._clock - self.config.jump_back_tolerance:
+            alive = [s for s in self._streams.values() if self._is_alive(s, self._clock)]
+            self._reset(keep_alive=False)
+            for stream in alive:
+                stream.last_arrival = now
+            self._clock = now
+        self._clock = now if self._clock is None else max(self._clock, now)
+
+    def _reset(self, keep_alive: bool) -> None:
+        for stream in self._streams.values():
+            stream.clear()
+            if not keep_alive:
+                stream.last_arrival = None
+        self._last_fired = None
+        self.resets += 1
+
+    def _fire(self, now: float, force: bool) -> list[Frame]:
+        frames: list[Frame] = []
+        reference = self.reference(now)
+        if reference is None:
+            return frames
+        ref = self._streams[reference]
+        partners = [s for name, s in self._streams.items() if name != reference]
+        while True:
+            pending = [m for m in ref.buffer if self._last_fired is None or m.stamp > self._last_fired + _EPS]
+            if not pending:
+                return frames
+            head, later = pending[0], [m.stamp for m in pending[1:]]
+            expired = force or now - head.arrival >= self.config.timeout - _EPS
+            matches: dict[str, _Message] = {}
+            for stream in partners:
+                match, wait = self._match(stream, head.stamp, later, ref, self._is_alive(stream, now))
+                if wait and not expired:
+                    return frames
+                if match is not None:
+                    matches[stream.config.name] = match
+            frames.append(self._emit(ref, head, matches))
+
+    def _match(self, stream: _Stream, stamp: float, later: list[float], ref: _Stream,
+               alive: bool) -> tuple[_Message | None, bool]:
+        """(closest usable partner or None, whether a better one may still come) for a reference stamp."""
+        best: _Message | None = None
+        best_gap = math.inf
+        for m in stream.buffer:
+            gap = abs(m.stamp - stamp)
+            if gap > self.config.max_skew + _EPS or gap >= best_gap - _EPS:
+                continue
+            if m.stamp > stamp and any(abs(t - m.stamp) < gap - _EPS for t in later):
+                continue  # a later reference message is closer: it is that one's partner
+            best, best_gap = m, gap
+        if not alive:
+            return best, False
+        if stream.newest is not None and stream.newest >= stamp - _EPS:
+            wait = False  # later messages can only be farther away
+        elif stream.newest is None or stream.period is None:
+            wait = best is None  # no rate known: take what is here, else wait for anything
+        else:
+            # its next message is expected one period after its newest: wait if that one is in
+            # the window, closer than what is here, and not closer to a later reference message
+            expected = stream.newest + stream.period
+            gap = abs(expected - stamp)
+            wait = (expected - _PERIOD_JITTER * stream.period <= stamp + self.config.max_skew
+                    and gap < best_gap - _EPS
+                    and not any(abs(t - expected) < gap - _EPS for t in later))
+        if (not wait and best is not None and best.stamp > stamp + _EPS and not later
+                and ref.period is not None and abs(stamp + ref.period - best.stamp) < best_gap - _EPS):
+            wait = True  # the next reference message should be closer to this partner
+        return best, wait
+
+    def _emit(self, ref: _Stream, head: _Message, matches: dict[str, _Message]) -> Frame:
+        used = {ref.config.name: head, **matches}
+        for name, message in used.items():
+            self._consume(self._streams[name], message)
+        self._last_fired = head.stamp
+        horizon = head.stamp - self.config.max_skew - _EPS
+        for stream in self._streams.values():
+            stale = [m for m in stream.buffer if m.stamp < horizon]
+            if stale:
+                stream.buffer = [m for m in stream.buffer if m.stamp >= horizon]
+                stream.stats.dropped += len(stale)
+        self.frames += 1
+        order = canonical(used)
+        return Frame(stamp=head.stamp, reference=ref.config.name,
+                     data={name: used[name].data for name in order},
+                     stamps={name: used[name].stamp for name in order})
+
+    def _consume(self, stream: _Stream, message: _Message) -> None:
+        """Take a message into a frame; older ones of the same modality can no longer be used."""
+        kept = [m for m in stream.buffer if m.stamp > message.stamp]
+        stream.stats.dropped += len(stream.buffer) - len(kept) - 1
+        stream.stats.used += 1
+        stream.buffer = kept
+        stream.consumed = message.stamp if stream.consumed is None else max(stream.consumed, message.stamp)
+
+
+def _check_time(**values: float) -> None:
+    """Reject NaN/inf times here: one would silently poison every later comparison."""
+    for name, value in values.items():
+        try:
+            finite = math.isfinite(value)
+        except TypeError:
+            finite = False
+        if not finite:
+            raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
+
