@@ -1,0 +1,66 @@
+"""ModelConfig: everything needed to rebuild a model, JSON-able so checkpoints carry it."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from charm_core.modalities import MODALITIES, canonical
+from charm_core.model.mit import BACKBONES
+
+ARCHS = ("charm", "mean", "align")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "charm"  # "charm" | "mean" | "align" (mean fusion + alignment loss)
+    backbone: str = "tiny"  # a key of BACKBONES
+    num_classes: int = 25
+    modalities: tuple[str, ...] = MODALITIES  # those the model has projectors for (canonical order)
+    window_size: int = 8  # (A) MPU window
+    mpu_blocks: int = 2  # (A) MPU blocks per stage, odd ones shifted; 0 = SP + RE only
+    symmetric_mpu: bool = False  # (A) modality tokens also query the semantic feature
+    mpu_mlp_ratio: float = 2.0  # (A) hidden width of the MPU MLP (2, not Swin's 4: CPU latency)
+    decoder_dim: int | None = None  # None -> SegFormer's width for the backbone
+    drop_path: float = 0.0  # stochastic depth of the backbone (max rate, linear over blocks)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch {self.arch!r}: expected one of {ARCHS}")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone {self.backbone!r}: expected one of {tuple(BACKBONES)}")
+        self.modalities = canonical(self.modalities)
+        if not self.modalities:
+            raise ValueError("modalities must name at least one modality")
+        for name in ("num_classes", "window_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.mpu_blocks < 0:
+            raise ValueError(f"mpu_blocks must be >= 0, got {self.mpu_blocks}")
+        if self.mpu_mlp_ratio <= 0:
+            raise ValueError(f"mpu_mlp_ratio must be > 0, got {self.mpu_mlp_ratio}")
+        if self.decoder_dim is not None and self.decoder_dim < 1:
+            raise ValueError(f"decoder_dim must be None or >= 1, got {self.decoder_dim}")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
+
+    @property
+    def resolved_decoder_dim(self) -> int:
+        """The decoder width actually used (decoder_dim, or SegFormer's for the backbone)."""
+        return self.decoder_dim or BACKBONES[self.backbone].decoder_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["modalities"] = list(self.modalities)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Inverse of to_dict; unknown keys are an error (a config from a different model version)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys {unknown}; expected a subset of {sorted(known)}")
+        d = dict(d)
+        if "modalities" in d:
+            d["modalities"] = tuple(d["modalities"])
+        return cls(**d)

@@ -1,0 +1,113 @@
+"""The assembled model: shared MiT backbone -> per-stage fusion of present modalities -> SegFormer head."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from charm_core.modalities import MODALITIES
+from charm_core.model.config import ModelConfig
+from charm_core.model.decoder import SegFormerHead
+from charm_core.model.fusion import CharmFusion, alignment_loss, mean_fusion
+from charm_core.model.mit import BACKBONES, MixVisionTransformer
+
+
+class Segmentor(nn.Module):
+    """CHARM (arch "charm") or a fusion baseline ("mean", "align") on any subset of modalities.
+
+    Call with `inputs` {modality: [B, 3, H, W]} and optionally `available` [B, 4] bool in canonical
+    order (rgb, depth, event, lidar). Modalities missing from `inputs` or unavailable for the whole
+    batch never run through the backbone, so cost scales with the subset. Modalities available for
+    only some samples run for the whole batch (their absent samples zero-filled, so even NaN there
+    cannot leak) and are masked per sample in the fusion. Returns logits [B, num_classes, H, W].
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        mit = BACKBONES[cfg.backbone]
+        self.backbone = MixVisionTransformer(mit, drop_path=cfg.drop_path)
+        if cfg.arch == "charm":
+            self.fusion = nn.ModuleList(
+                CharmFusion(c, cfg.modalities, cfg.window_size, cfg.mpu_blocks, cfg.mpu_mlp_ratio,
+                            cfg.symmetric_mpu)
+                for c in mit.embed_dims)
+        self.decoder = SegFormerHead(mit.embed_dims, cfg.resolved_decoder_dim, cfg.num_classes)
+
+    def forward(self, inputs: dict[str, Tensor], available: Tensor | None = None, with_aux: bool = False,
+                detach_backbone: bool = False) -> Tensor | tuple[Tensor, dict[str, Tensor | list[Tensor]]]:
+        """Logits, or (logits, aux) with `with_aux` (the form to use through DistributedDataParallel).
+
+        `detach_backbone` stops gradients at the shared encoder (the trainer's gradient-isolated InE path).
+
+        aux: "re_weights" (charm; per stage [B, len(cfg.modalities), h, w], zero for absent
+        modalities) and "align_loss" (align; differentiable scalar).
+        """
+        present, x, avail = self._prepare(inputs, available)
+        b, (h, w) = x.shape[0] // len(present), x.shape[-2:]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_backbone):
+            feats = [f.unflatten(0, (len(present), b)) for f in self.backbone(x)]  # [M', B, h, w, C]
+        aux: dict[str, Tensor | list[Tensor]] = {}
+        if self.cfg.arch == "charm":
+            fused, weights = zip(*(fuse(f, present, avail) for fuse, f in zip(self.fusion, feats)))
+            if with_aux:
+                aux["re_weights"] = [self._scatter(wt, present) for wt in weights]
+        else:
+            fused = [mean_fusion(f, avail) for f in feats]
+            if with_aux and self.cfg.arch == "align":
+                losses = [alignment_loss(f, s, avail) for f, s in zip(feats, fused)]
+                aux["align_loss"] = torch.stack(losses).mean()
+        logits = F.interpolate(self.decoder(list(fused)), size=(h, w), mode="bilinear", align_corners=False)
+        return (logits, aux) if with_aux else logits
+
+    def forward_with_aux(self, inputs: dict[str, Tensor],
+                         available: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor | list[Tensor]]]:
+        return self(inputs, available, with_aux=True)
+
+    def _prepare(self, inputs: dict[str, Tensor],
+                 available: Tensor | None) -> tuple[tuple[str, ...], Tensor, Tensor | None]:
+        """Validate; return present modalities, their inputs stacked [M'*B, 3, H, W], mask [B, M'] or None."""
+        if not isinstance(inputs, dict) or not inputs:
+            raise ValueError("inputs must be a non-empty dict {modality: tensor [B, 3, H, W]}")
+        unknown = sorted(set(inputs) - set(self.cfg.modalities))
+        if unknown:
+            raise ValueError(f"inputs {unknown} are not modalities of this model {list(self.cfg.modalities)}")
+        given = [m for m in self.cfg.modalities if m in inputs]
+        shape = inputs[given[0]].shape
+        for m in given:
+            t = inputs[m]
+            if not torch.is_tensor(t) or t.ndim != 4 or t.shape[1] != 3 or t.shape != shape:
+                got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
+                raise ValueError(f"inputs[{m!r}]: expected a tensor [B, 3, H, W] like {tuple(shape)}, got {got}")
+        batch = shape[0]
+        if available is None:
+            return tuple(given), torch.cat([inputs[m] for m in given]), None
+        if not torch.is_tensor(available) or available.dtype != torch.bool or \
+                tuple(available.shape) != (batch, len(MODALITIES)):
+            got = (available.dtype, tuple(available.shape)) if torch.is_tensor(available) else type(available)
+            raise ValueError(f"available: expected a bool tensor [{batch}, {len(MODALITIES)}] in order "
+                             f"{MODALITIES}, got {got}")
+        avail = available.to(inputs[given[0]].device)[:, [MODALITIES.index(m) for m in given]]
+        if not bool(avail.any(dim=1).all()):
+            empty = (~avail.any(dim=1)).nonzero().flatten().tolist()
+            raise ValueError(f"samples {empty} have no available modality among the inputs {given}")
+        keep = avail.any(dim=0).tolist()
+        present = tuple(m for m, k in zip(given, keep) if k)
+        avail = avail[:, keep]
+        x = torch.cat([inputs[m] for m in present])
+        if bool(avail.all()):
+            return present, x, None
+        mask = avail.T.reshape(-1, 1, 1, 1)  # [M'*B] in the stacking order
+        return present, torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device)), avail
+
+    def _scatter(self, weights: Tensor, present: tuple[str, ...]) -> Tensor:
+        """RE weights [M', B, h, w] -> [B, len(cfg.modalities), h, w], zeros for absent modalities."""
+        out = weights.new_zeros((weights.shape[1], len(self.cfg.modalities)) + weights.shape[2:])
+        for w, m in zip(weights, present):
+            out[:, self.cfg.modalities.index(m)] = w
+        return out
+
+
+def build_model(cfg: ModelConfig) -> Segmentor:
+    """The one public constructor (config -> freshly initialised model in train mode)."""
+    return Segmentor(cfg)
