@@ -24,6 +24,12 @@ setup(
     entry_points={
         "console_scripts": [
             "charm_launch = charm_ros.launcher:main",
+            "charm-synth = charm_core.data.synth_cli:main",
+            "charm-train = charm_core.train.cli:train_main",
+            "charm-eval = charm_core.train.cli:eval_main",
+            "charm_node = charm_ros.node:main",
+            "charm_sim_rig = charm_ros.sim_rig:main",
+            "charm_demo_report = charm_ros.demo_report:main",
         ],
     },
 )

@@ -1,0 +1,90 @@
+"""Training augmentation for multimodal samples, after DELIVER/CMNeXt's recipe.
+
+Geometric steps (random resized crop, horizontal flip) move every modality and the label together;
+photometric steps (colour jitter, Gaussian blur) touch RGB only, because brightness means nothing to
+a depth, LiDAR or event encoding. Randomness comes from an explicit numpy Generator, so a sample is
+reproducible from (seed, epoch, index) whatever the DataLoader worker layout.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from charm_core.classes import IGNORE_INDEX
+
+# Sparse rasters: interpolating would invent LiDAR returns / events between real ones.
+SPARSE_MODALITIES = frozenset({"event", "lidar"})
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    scale: tuple[float, float] = (0.5, 2.0)   # resize factor range before the crop (1 = short side fits)
+    flip_p: float = 0.5
+    jitter_p: float = 0.2
+    jitter: float = 0.5                       # brightness/contrast/saturation factors in [1 - j, 1 + j]
+    blur_p: float = 0.2
+    blur_kernel: int = 3
+
+
+def resize(img: np.ndarray, hw: tuple[int, int], nearest: bool) -> np.ndarray:
+    """Resize HxW[xC] to hw; nearest keeps labels and sparse rasters exact, else area/bilinear."""
+    h, w = hw
+    if img.shape[:2] == (h, w):
+        return img
+    if nearest:
+        interp = cv2.INTER_NEAREST_EXACT
+    else:
+        interp = cv2.INTER_AREA if h * w < img.shape[0] * img.shape[1] else cv2.INTER_LINEAR
+    out = cv2.resize(img, (w, h), interpolation=interp)
+    return out[..., None] if img.ndim == 3 and out.ndim == 2 else out
+
+
+def color_jitter(rgb: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Random brightness, contrast and saturation (torchvision semantics) on uint8 RGB."""
+    x = rgb.astype(np.float32)
+    b, c, s = rng.uniform(1 - strength, 1 + strength, 3)
+    x = np.clip(x * b, 0, 255)
+    gray = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    x = np.clip((x - gray.mean()) * c + gray.mean(), 0, 255)
+    gray = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    x = np.clip(gray + (x - gray) * s, 0, 255)
+    return np.rint(x).astype(np.uint8)
+
+
+def random_resized_crop(images: dict[str, np.ndarray], labels: np.ndarray, size: tuple[int, int],
+                        rng: np.random.Generator, scale: tuple[float, float]
+                        ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Rescale by a random factor, then crop `size` at a random place; pad with 0 (labels: ignore)."""
+    th, tw = size
+    h, w = labels.shape
+    r = rng.uniform(*scale)
+    f = r * max(th / h, tw / w)
+    nh, nw = max(1, int(h * f + 0.5)), max(1, int(w * f + 0.5))
+    y0 = int(rng.integers(0, max(nh - th, 0) + 1))
+    x0 = int(rng.integers(0, max(nw - tw, 0) + 1))
+
+    def crop(img: np.ndarray, nearest: bool, fill: int) -> np.ndarray:
+        img = resize(img, (nh, nw), nearest)[y0:y0 + th, x0:x0 + tw]
+        out = np.full((th, tw) + img.shape[2:], fill, dtype=img.dtype)
+        out[: img.shape[0], : img.shape[1]] = img
+        return out
+
+    out = {k: crop(v, k in SPARSE_MODALITIES, 0) for k, v in images.items()}
+    return out, crop(labels, True, IGNORE_INDEX)
+
+
+def augment(images: dict[str, np.ndarray], labels: np.ndarray, size: tuple[int, int], rng: np.random.Generator,
+            config: AugmentConfig = AugmentConfig()) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """uint8 HxWx3 modality images + HxW labels -> augmented copies of network size `size`."""
+    images = dict(images)
+    if "rgb" in images and rng.random() < config.jitter_p:
+        images["rgb"] = color_jitter(images["rgb"], rng, config.jitter)
+    if rng.random() < config.flip_p:
+        images = {k: np.ascontiguousarray(v[:, ::-1]) for k, v in images.items()}
+        labels = np.ascontiguousarray(labels[:, ::-1])
+    if "rgb" in images and rng.random() < config.blur_p:
+        k = config.blur_kernel
+        images["rgb"] = cv2.GaussianBlur(images["rgb"], (k, k), 0)
+    return random_resized_crop(images, labels, size, rng, config.scale)

@@ -1,0 +1,188 @@
+"""Writes synthetic drives in the DELIVER folder layout, in parallel and byte-reproducibly.
+
+<out>/{img,hha,depth,event,lidar,semantic}/<condition>/<split>/MAP_<m>_point<p>[_<case>]/
+    <frame:06d>_{rgb,depth,depth,event,lidar,semantic}_front.png
+hha/ and lidar/ and event/ hold the network encodings (charm_core.encoders, the same code the ROS node
+runs), depth/ 16-bit millimetres (0 = none), semantic/ raw DELIVER ids (train id + 1, 0 = unlabelled).
+Every sequence (one folder) is rendered from its own seed, so the output does not depend on the
+number of worker processes or their scheduling.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from charm_core.classes import DELIVER_CLASSES, train_to_raw
+from charm_core.data.synthetic.conditions import CASES, CONDITIONS
+from charm_core.data.synthetic.world import World
+from charm_core.encoders.frame import FrameEncoder
+
+GENERATOR_VERSION = "1.0"
+SPLITS = ("train", "val", "test")
+FRAMES_PER_SEQUENCE = 10
+FRAME_SPACING_S = 0.5
+FOLDERS = {"rgb": ("img", "rgb"), "hha": ("hha", "depth"), "depth": ("depth", "depth"), "event": ("event", "event"),
+           "lidar": ("lidar", "lidar"), "semantic": ("semantic", "semantic")}
+# spawn, not fork: forking a process whose BLAS/OpenCV/tqdm threads hold locks can deadlock the
+# workers. Scripts calling write_dataset with workers > 1 need the usual `if __name__ == "__main__":`.
+_START_METHOD = "spawn"
+_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# Half of the sequences are clean; the other half is spread evenly over the five failure cases.
+_CASE_SLOTS: tuple[str | None, ...] = (None,) * len(CASES) + CASES
+
+
+@dataclass(frozen=True)
+class SequenceSpec:
+    """One drive segment = one DELIVER sequence folder."""
+
+    split: str
+    index: int
+    frames: int
+    world_seed: int
+    condition: str
+    case: str | None
+    camera_height: float
+    camera_pitch: float
+    speed: float
+    start_x: float
+
+    @property
+    def folder(self) -> str:
+        name = f"MAP_{self.index}_point{int(self.start_x)}"
+        return f"{name}_{self.case}" if self.case else name
+
+
+def plan(seed: int, counts: dict[str, int]) -> list[SequenceSpec]:
+    """Deterministic list of sequences covering `counts` frames per split, conditions x cases mixed."""
+    combos = [(c, k) for c in CONDITIONS for k in _CASE_SLOTS]
+    specs = []
+    for split_id, split in enumerate(SPLITS):
+        n = int(counts.get(split, 0))
+        if n < 0:
+            raise ValueError(f"frame count for {split} must be >= 0, got {n}")
+        for i in range(-(-n // FRAMES_PER_SEQUENCE)):
+            cycle, slot = divmod(i, len(combos))
+            order = np.random.default_rng([seed, split_id, cycle]).permutation(len(combos))
+            condition, case = combos[order[slot]]
+            rng = np.random.default_rng([seed, split_id, i, 17])
+            specs.append(SequenceSpec(
+                split=split, index=i, frames=min(FRAMES_PER_SEQUENCE, n - i * FRAMES_PER_SEQUENCE),
+                world_seed=int(np.random.SeedSequence([seed, split_id, i]).generate_state(1)[0]),
+                condition=condition, case=case, camera_height=round(float(rng.uniform(1.4, 2.0)), 3),
+                camera_pitch=round(float(rng.uniform(0.0, 0.07)), 4), speed=round(float(rng.uniform(5.0, 12.0)), 2),
+                start_x=float(np.floor(rng.uniform(0.0, 1500.0)))))
+    return specs
+
+
+@contextmanager
+def _single_threaded_children():
+    """Workers spawned inside inherit os.environ: one BLAS/OpenMP thread each, so N workers use N
+    cores instead of fighting over them (the renderer's small matrix products gain nothing from threads).
+    The parent's environment is restored on exit."""
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update({k: "1" for k in _THREAD_VARS})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _write(path: Path, img: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)   # PNGs hold RGB; cv2 writes BGR arrays
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"could not write {path}")
+
+
+def sample_path(out: Path, spec: SequenceSpec, frame: int, kind: str) -> Path:
+    folder, token = FOLDERS[kind]
+    return out / folder / spec.condition / spec.split / spec.folder / f"{frame:06d}_{token}_front.png"
+
+
+def render_sequence(spec: SequenceSpec, out: Path, size: tuple[int, int]) -> np.ndarray:
+    """Render and write one sequence; returns its per-class pixel counts (25 classes + unlabelled)."""
+    world = World(spec.world_seed, size_hw=size, condition=spec.condition, case=spec.case,
+                  speed=spec.speed, camera_height=spec.camera_height, camera_pitch=spec.camera_pitch,
+                  start_x=spec.start_x)
+    encoder = FrameEncoder(size, world.geometry)
+    hist = np.zeros(len(DELIVER_CLASSES) + 1, np.int64)
+    for j in range(spec.frames):
+        f = world.frame_at(j * FRAME_SPACING_S)
+        enc = encoder.encode(K=f.K, image_hw=size, rgb=f.rgb, depth=f.depth, event=f.event, lidar=f.lidar)
+        _write(sample_path(out, spec, j, "rgb"), enc["rgb"])
+        _write(sample_path(out, spec, j, "hha"), enc["depth"])
+        _write(sample_path(out, spec, j, "depth"), np.rint(f.depth * 1000.0).astype(np.uint16))
+        _write(sample_path(out, spec, j, "event"), enc["event"])
+        _write(sample_path(out, spec, j, "lidar"), enc["lidar"])
+        _write(sample_path(out, spec, j, "semantic"), train_to_raw(f.labels))
+        counts = np.bincount(f.labels.ravel(), minlength=256)
+        hist[: len(DELIVER_CLASSES)] += counts[: len(DELIVER_CLASSES)]
+        hist[-1] += counts[len(DELIVER_CLASSES):].sum()
+    return hist
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)    # one process per core already; OpenCV threads would only contend
+
+
+def _render_task(args: tuple[SequenceSpec, str, tuple[int, int]]) -> tuple[int, np.ndarray]:
+    spec, out, size = args
+    return spec.frames, render_sequence(spec, Path(out), size)
+
+
+def write_dataset(out: str | Path, counts: dict[str, int], size: tuple[int, int], seed: int, workers: int = 2,
+                  progress: bool = True) -> dict:
+    """Generate the dataset; returns (and writes to <out>/meta.json) its description and class histogram.
+
+    `counts` maps split names to frame counts. workers > 1 renders sequences in spawned processes
+    (a script calling this needs the usual `if __name__ == "__main__":` guard); the files are the same
+    byte for byte whatever the number of workers."""
+    out = Path(out)
+    specs = plan(seed, counts)
+    total = sum(s.frames for s in specs)
+    if total == 0:
+        raise ValueError("nothing to generate: all split counts are 0")
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = [(s, str(out), tuple(size)) for s in specs]
+    hist = np.zeros(len(DELIVER_CLASSES) + 1, np.int64)
+    with tqdm(total=total, unit="frame", disable=not progress, desc="charm-synth") as bar:
+        if workers > 1:
+            with _single_threaded_children():
+                pool = multiprocessing.get_context(_START_METHOD).Pool(workers, initializer=_init_worker)
+            with pool:
+                for n, h in pool.imap_unordered(_render_task, tasks):
+                    hist += h
+                    bar.update(n)
+        else:
+            for task in tasks:
+                n, h = _render_task(task)
+                hist += h
+                bar.update(n)
+    sequences = []
+    for s in specs:
+        w = World(s.world_seed, size_hw=size, camera_height=s.camera_height, camera_pitch=s.camera_pitch)
+        sequences.append({**asdict(s), "folder": s.folder, "K": w.K.round(6).tolist(),
+                          "T_cam_lidar": w.geometry.T_cam_lidar.round(9).tolist()})
+    meta = {
+        "generator": "charm_core.data.synthetic", "version": GENERATOR_VERSION, "seed": seed,
+        "size": list(size), "counts": {k: int(counts.get(k, 0)) for k in SPLITS},
+        "frames_per_sequence": FRAMES_PER_SEQUENCE, "frame_spacing_s": FRAME_SPACING_S,
+        "classes": list(DELIVER_CLASSES), "class_pixels": {name: int(v) for name, v in
+                                                          zip(list(DELIVER_CLASSES) + ["unlabelled"], hist)},
+        "sequences": sequences,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    return meta

@@ -1,0 +1,83 @@
+"""Raw sensor data -> network-size uint8 modality images: the one path used by the dataset writer,
+the trainer's data, the ROS node and the bag evaluator, so train-time and run-time inputs match.
+
+The reference camera (K, image_hw) defines the network frame through a Letterbox. Depth and event
+images are assumed registered to the reference camera (same optical centre); they may differ in
+resolution and intrinsics and are resampled (nearest: no invented depths or half events) through
+the ray of every network pixel. LiDAR is projected directly at network resolution.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from charm_core.encoders.depth import depth_to_hha
+from charm_core.encoders.geometry import Letterbox, SensorGeometry, check_intrinsics, scale_intrinsics
+from charm_core.encoders.lidar import lidar_to_raster
+
+
+def resample_registered(img: np.ndarray, src_K: np.ndarray, dst_K: np.ndarray, dst_hw: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resample of an image seen with src_K into a camera with dst_K (same centre)."""
+    h, w = dst_hw
+    fx, s, cx, fy, cy = dst_K[0, 0], dst_K[0, 1], dst_K[0, 2], dst_K[1, 1], dst_K[1, 2]
+    yn = (np.arange(h, dtype=np.float64)[:, None] - cy) / fy
+    xn = (np.arange(w, dtype=np.float64)[None, :] - cx - s * yn) / fx
+    map_x = (src_K[0, 0] * xn + src_K[0, 1] * yn + src_K[0, 2]).astype(np.float32)
+    map_y = np.broadcast_to(src_K[1, 1] * yn + src_K[1, 2], (h, w)).astype(np.float32)
+    return cv2.remap(img, map_x, map_y, interpolation=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                     borderValue=0)
+
+
+class FrameEncoder:
+    """Encodes whatever modalities are given into the network frame of size `size_hw`."""
+
+    def __init__(self, size_hw: tuple[int, int], geometry: SensorGeometry = SensorGeometry()) -> None:
+        self.size_hw = (int(size_hw[0]), int(size_hw[1]))
+        if min(self.size_hw) <= 0:
+            raise ValueError(f"size_hw must be positive (height, width), got {size_hw}")
+        self.geometry = geometry
+
+    def letterbox(self, image_hw: tuple[int, int]) -> Letterbox:
+        return Letterbox.fit(tuple(image_hw), self.size_hw)
+
+    def encode(self, *, K: np.ndarray, image_hw: tuple[int, int], rgb: np.ndarray | None = None,
+               depth: np.ndarray | None = None, depth_K: np.ndarray | None = None,
+               event: np.ndarray | None = None, lidar: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Returns {"rgb", "depth" (HHA), "event", "lidar"} uint8 HxWx3 for the modalities given."""
+        K = check_intrinsics(K)
+        box = self.letterbox(image_hw)
+        net_K = box.intrinsics(K)
+        out: dict[str, np.ndarray] = {}
+        if rgb is not None:
+            rgb = np.asarray(rgb)
+            if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+                raise ValueError(f"rgb must be uint8 HxWx3, got {rgb.dtype} {rgb.shape}")
+            out["rgb"] = box.image(rgb)
+        if depth is not None:
+            depth = np.asarray(depth, dtype=np.float32)
+            if depth.ndim != 2:
+                raise ValueError(f"depth must be HxW metres, got shape {depth.shape}")
+            dK = scale_intrinsics(K, box.src_hw, depth.shape) if depth_K is None else check_intrinsics(depth_K)
+            hha = depth_to_hha(depth, dK, self.geometry)
+            out["depth"] = self._into_network(hha, dK, net_K, box)
+        if event is not None:
+            event = np.asarray(event)
+            if event.dtype != np.uint8 or event.ndim not in (2, 3):
+                raise ValueError(f"event must be a uint8 HxWx3 (or HxW) event frame, got {event.dtype} {event.shape}")
+            if event.ndim == 2:
+                event = np.repeat(event[..., None], 3, axis=2)
+            eK = scale_intrinsics(K, box.src_hw, event.shape[:2])
+            out["event"] = self._into_network(event[..., :3], eK, net_K, box)
+        if lidar is not None:
+            raster = lidar_to_raster(lidar, net_K, box.content_hw, self.geometry)
+            out["lidar"] = self._pad(raster, box)
+        return out
+
+    def _into_network(self, img: np.ndarray, src_K: np.ndarray, net_K: np.ndarray, box: Letterbox) -> np.ndarray:
+        return self._pad(resample_registered(img, src_K, net_K, box.content_hw), box)
+
+    @staticmethod
+    def _pad(content: np.ndarray, box: Letterbox) -> np.ndarray:
+        out = np.zeros(box.dst_hw + content.shape[2:], dtype=content.dtype)
+        out[: content.shape[0], : content.shape[1]] = content
+        return out

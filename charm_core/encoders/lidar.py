@@ -1,0 +1,62 @@
+"""LiDAR point cloud -> sparse front-view raster in the camera image (DELIVER's `lidar/` PNGs).
+
+Channels (scalings in `codes`): 0 = log-inverse depth along the camera's optical axis (same code as
+HHA channel 0), 1 = return intensity, 2 = height above ground (same code as HHA channel 1).
+0 in all channels = no return. Where several points land on one pixel the nearest one wins.
+
+Intensity: column 4 of an Nx4 cloud. Values in 0..1 are used as they are; a cloud whose intensities
+exceed 1 is taken to be in 0..255 (Velodyne/Ouster-style raw units) and divided by 255.
+Nx3 clouds (no intensity) get intensity code 1 (the lowest valid value).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from charm_core.encoders.codes import depth_code, height_code, intensity_code
+from charm_core.encoders.geometry import SensorGeometry, check_intrinsics, project_points, transform_points
+
+MIN_DEPTH_M = 0.1
+
+
+def normalized_intensity(points: np.ndarray) -> np.ndarray:
+    """Intensity column in 0..1 (see module docstring); zeros for an Nx3 cloud."""
+    if points.shape[1] == 3:
+        return np.zeros(len(points))
+    i = points[:, 3].astype(np.float64)
+    finite = i[np.isfinite(i)]
+    if finite.size and finite.max() > 1.0:
+        i = i / 255.0
+    return np.nan_to_num(np.clip(i, 0.0, 1.0))
+
+
+def lidar_to_raster(points: np.ndarray, K: np.ndarray, hw: tuple[int, int],
+                    geometry: SensorGeometry) -> np.ndarray:
+    """Nx3/Nx4 points in the LiDAR frame -> HxWx3 uint8 raster (0 = no return, nearest point wins)."""
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] not in (3, 4):
+        raise ValueError(f"points must be Nx3 or Nx4 (x, y, z[, intensity]), got shape {points.shape}")
+    K = check_intrinsics(K)
+    h, w = (int(x) for x in hw)
+    raster = np.zeros((h, w, 3), dtype=np.uint8)
+    xyz = points[:, :3].astype(np.float64)
+    keep = np.all(np.isfinite(xyz), axis=1)
+    if not keep.any():
+        return raster
+    intensity = normalized_intensity(points)[keep]
+    cam = transform_points(geometry.T_cam_lidar, xyz[keep])
+    u, v, z = project_points(cam, K)
+    with np.errstate(invalid="ignore"):
+        col, row = np.rint(u), np.rint(v)
+        inside = (z > MIN_DEPTH_M) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    pix = row[inside].astype(np.int64) * w + col[inside].astype(np.int64)
+    z_in = z[inside]
+    order = np.lexsort((z_in, pix))  # by pixel, then nearest first
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = pix[order][1:] != pix[order][:-1]
+    winners = order[first]
+    flat = raster.reshape(-1, 3)
+    idx = pix[winners]
+    flat[idx, 0] = depth_code(z_in[winners])
+    flat[idx, 1] = intensity_code(intensity[inside][winners])
+    flat[idx, 2] = height_code(geometry.height_above_ground(cam[inside][winners]))
+    return raster
