@@ -100,7 +100,7 @@ def test_modality_absent_for_the_whole_batch_is_not_computed() -> None:
     with torch.inference_mode():
         model(x, available=available)  # depth, lidar: all False; event: one sample
         model({"lidar": x["lidar"]})
-    assert seen == [3 * 2, 3 * 1]
+    assert seen == [3 + 1, 3]  # only the available (modality, sample) pairs reach the backbone
 
 
 def test_gradients_reach_present_projectors_only() -> None:

@@ -17,9 +17,9 @@ class Segmentor(nn.Module):
 
     Call with `inputs` {modality: [B, 3, H, W]} and optionally `available` [B, 4] bool in canonical
     order (rgb, depth, event, lidar). Modalities missing from `inputs` or unavailable for the whole
-    batch never run through the backbone, so cost scales with the subset. Modalities available for
-    only some samples run for the whole batch (their absent samples zero-filled, so even NaN there
-    cannot leak) and are masked per sample in the fusion. Returns logits [B, num_classes, H, W].
+    batch never run through the backbone, so cost scales with the subset. With a per-sample mask only
+    the available (modality, sample) pairs are encoded; the others enter the fusion as zeros (so even
+    NaN in an absent input cannot leak) and are masked there. Returns logits [B, num_classes, H, W].
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -46,7 +46,7 @@ class Segmentor(nn.Module):
         present, x, avail = self._prepare(inputs, available)
         b, (h, w) = x.shape[0] // len(present), x.shape[-2:]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_backbone):
-            feats = [f.unflatten(0, (len(present), b)) for f in self.backbone(x)]  # [M', B, h, w, C]
+            feats = [f.unflatten(0, (len(present), b)) for f in self._encode(x, avail)]  # [M', B, h, w, C]
         aux: dict[str, Tensor | list[Tensor]] = {}
         if self.cfg.arch == "charm":
             fused, weights = zip(*(fuse(f, present, avail) for fuse, f in zip(self.fusion, feats)))
@@ -59,6 +59,19 @@ class Segmentor(nn.Module):
                 aux["align_loss"] = torch.stack(losses).mean()
         logits = F.interpolate(self.decoder(list(fused)), size=(h, w), mode="bilinear", align_corners=False)
         return (logits, aux) if with_aux else logits
+
+    def _encode(self, x: Tensor, avail: Tensor | None) -> list[Tensor]:
+        """Backbone features [M'*B, h, w, C] per stage. With a per-sample mask only the available
+        (modality, sample) pairs are encoded (random subsets in training leave about half of them out);
+        the others are zeros, which the fusion masks out anyway."""
+        if avail is None:
+            return self.backbone(x)
+        keep = avail.T.reshape(-1).nonzero().squeeze(1)  # in the [M'*B] stacking order
+        out = []
+        for f in self.backbone(x.index_select(0, keep)):
+            full = f.new_zeros((x.shape[0],) + f.shape[1:])
+            out.append(full.index_copy(0, keep, f))
+        return out
 
     def forward_with_aux(self, inputs: dict[str, Tensor],
                          available: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor | list[Tensor]]]:
@@ -95,10 +108,7 @@ class Segmentor(nn.Module):
         present = tuple(m for m, k in zip(given, keep) if k)
         avail = avail[:, keep]
         x = torch.cat([inputs[m] for m in present])
-        if bool(avail.all()):
-            return present, x, None
-        mask = avail.T.reshape(-1, 1, 1, 1)  # [M'*B] in the stacking order
-        return present, torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device)), avail
+        return present, x, None if bool(avail.all()) else avail
 
     def _scatter(self, weights: Tensor, present: tuple[str, ...]) -> Tensor:
         """RE weights [M', B, h, w] -> [B, len(cfg.modalities), h, w], zeros for absent modalities."""
