@@ -1,0 +1,102 @@
+"""`charm-train` and `charm-eval` entry points."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from charm_core.checkpoint import load_checkpoint
+from charm_core.data.deliver import SPLITS, DeliverDataset
+from charm_core.evaluation import PROTOCOLS, evaluate_subsets
+from charm_core.inference import resolve_device
+from charm_core.modalities import all_subsets
+from charm_core.train.config import load_config
+from charm_core.train.trainer import Trainer, collate
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="charm-train", description="Dual-path (CoL + InE) CHARM training.")
+    parser.add_argument("--config", help="training recipe YAML (training/*.yaml)")
+    parser.add_argument("--no-resume", action="store_true", help="start fresh even if out_dir has a last checkpoint")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="override recipe entries, e.g. steps=200 model.arch=mean out_dir=runs/x")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except (OSError, ValueError, TypeError) as exc:
+        parser.error(str(exc))
+    best = Trainer(cfg).fit(resume=not args.no_resume)
+    print(f"best checkpoint: {best}")
+    return 0
+
+
+def plot_subsets(compact: dict[str, float], out_png: str | Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [k for k in compact if k not in ("mean", "top1", "last1")]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.bar(range(len(names)), [compact[n] for n in names], color="#4c72b0")
+    for key, style in (("mean", "-"), ("top1", "--"), ("last1", ":")):
+        ax.axhline(compact[key], color="k", linestyle=style, linewidth=1, label=f"{key} {compact[key]:.1f}")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ax.set(ylabel="mIoU (classes present)", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="charm-eval",
+                                     description="MaSS evaluation: all 15 modality subsets, Mean / Top-1 / Last-1.")
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--data", required=True, help="DELIVER-layout root (real DELIVER or charm-synth output)")
+    parser.add_argument("--split", default="val", choices=SPLITS)
+    parser.add_argument("--protocol", default="drop", choices=PROTOCOLS,
+                        help="drop: absent modalities are not fed; zero: fed as zeros and marked available")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                        help="evaluation size (default: the checkpoint's training size)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-samples", type=int, default=None, help="evaluate an evenly spaced subset")
+    parser.add_argument("--json", help="write {subset: mIoU, mean, top1, last1} (classes present) here")
+    parser.add_argument("--details", help="write per-class, per-condition and both mIoU conventions here")
+    parser.add_argument("--plot", help="bar chart PNG of the 15 subsets")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    try:
+        model, info = load_checkpoint(args.checkpoint, map_location=device)
+        size = tuple(args.size or info.provenance.get("input_size", (256, 256)))
+        data = DeliverDataset(args.data, args.split, info.modalities, size)
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
+    indices = list(range(len(data)))
+    if args.max_samples:
+        indices = indices[:: max(1, len(indices) // args.max_samples)][: args.max_samples]
+
+    def batches():
+        for i in range(0, len(indices), args.batch_size):
+            chunk = indices[i:i + args.batch_size]
+            yield (*collate([data[j] for j in chunk]), [data.samples[j].condition for j in chunk])
+
+    report = evaluate_subsets(model, batches(), info.class_names, all_subsets(info.modalities), args.protocol,
+                              device)
+    print(f"{args.checkpoint} on {args.data} [{args.split}, {len(indices)} samples, protocol {args.protocol}, "
+          f"{size[0]}x{size[1]}]\n")
+    print(report.markdown())
+    compact = report.compact()
+    if args.json:
+        Path(args.json).write_text(json.dumps(compact, indent=2))
+    if args.details:
+        Path(args.details).write_text(json.dumps(report.details(), indent=2))
+    if args.plot:
+        plot_subsets(compact, args.plot, f"{Path(args.checkpoint).name} ({args.protocol})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(train_main())

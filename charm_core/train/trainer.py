@@ -1,0 +1,321 @@
+"""The dual-path CHARM trainer (DESIGN.md §6).
+
+Every step:
+- CoL (collaborative): the fused path on the batch with a random non-empty modality subset per
+  sample -> OHEM CE (plus the alignment term for the `align` baseline).
+- InE (individual enhancement): one modality m*, drawn by SoftMin over a running strength estimate,
+  runs alone through the same projector / RE / MPU / head -> OHEM CE; L = CE_CoL + lambda * CE_InE.
+  With `ine_isolated` the InE gradient stops at the shared backbone (A).
+Inference uses the CoL path only. Single process on CPU or GPU; several GPUs through `torchrun`
+(DistributedDataParallel, batches sharded by rank). Resumable: weights + optimizer + RNG state.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from charm_core.checkpoint import load_checkpoint, save_checkpoint
+from charm_core.classes import DELIVER_CLASSES, DELIVER_PALETTE, IGNORE_INDEX
+from charm_core.data.augment import AugmentConfig
+from charm_core.data.deliver import DeliverDataset
+from charm_core.evaluation import evaluate_subsets
+from charm_core.inference import resolve_device
+from charm_core.model import build_model, load_imagenet_weights
+from charm_core.modalities import all_subsets
+from charm_core.train.class_weights import class_pixels, sqrt_median_weights
+from charm_core.train.config import TrainConfig
+from charm_core.train.losses import OhemCrossEntropy
+from charm_core.train.modality_sampling import SoftMinSampler, random_subset_masks
+from charm_core.train.optim import build_optimizer, warmup_poly
+from charm_core.train.plot import plot_metrics
+from charm_core.train.state import load_training_state, save_training_state
+
+
+class EpochIndexed(Dataset):
+    """Items addressed by (epoch, index) so augmentation is a pure function of (seed, epoch, index),
+    whatever the worker layout: a resumed run draws exactly the batches the original would have."""
+
+    def __init__(self, dataset: DeliverDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+class StepBatches(Sampler):
+    """Batch keys for steps [start, steps): a seeded permutation per epoch, sharded across ranks."""
+
+    def __init__(self, n: int, batch_size: int, steps: int, seed: int, start: int = 0,
+                 rank: int = 0, world: int = 1) -> None:
+        if n < batch_size * world:
+            raise ValueError(f"{n} training samples are fewer than one batch ({batch_size} x {world} ranks)")
+        self.n, self.batch, self.steps, self.seed, self.start = n, batch_size, steps, seed, start
+        self.rank, self.world = rank, world
+        self.per_epoch = n // (batch_size * world)
+
+    def __len__(self) -> int:
+        return self.steps - self.start
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step in range(self.start, self.steps):
+            epoch, pos = divmod(step, self.per_epoch)
+            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
+            first = (pos * self.world + self.rank) * self.batch
+            yield [(epoch, int(i)) for i in perm[first:first + self.batch]]
+
+
+def collate(items: list) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    inputs = {m: torch.stack([it[0][m] for it in items]) for m in items[0][0]}
+    return inputs, torch.stack([it[1] for it in items])
+
+
+@dataclass
+class StepResult:
+    loss: float
+    col: float
+    ine: float | None
+    ine_modality: str | None
+    aux: float | None
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1:
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            if torch.cuda.is_available():
+                torch.cuda.set_device(local)
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            self.device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+        else:
+            self.device = resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.main = self.rank == 0
+        self.out = Path(cfg.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+
+        self.model_cfg = cfg.model_config()
+        self.model = build_model(self.model_cfg).to(self.device)
+        if cfg.pretrained:
+            load_imagenet_weights(self.model.backbone, cfg.pretrained)
+        self.train_set = DeliverDataset(cfg.data_root, cfg.train_split, cfg.modalities, cfg.size,
+                                        augment=True, seed=cfg.seed,
+                                        augment_config=AugmentConfig(scale=cfg.augment_scale))
+        self.val_set: DeliverDataset | None = None
+        self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.head_lr_mult)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = group["lr"]
+        self.lr_factor = warmup_poly(cfg.steps, cfg.warmup_steps, cfg.warmup_ratio, cfg.poly_power)
+        weights = None
+        if cfg.class_weights == "sqrt_median":
+            pixels = class_pixels(cfg.data_root, lambda i: self.train_set.load_raw(i)[1], len(self.train_set))
+            weights = sqrt_median_weights(pixels)
+        self.loss_fn = OhemCrossEntropy(cfg.ohem_thresh, cfg.ohem_min_kept, class_weights=weights).to(self.device)
+        self.sampler = SoftMinSampler(cfg.modalities, cfg.ine_temperature, cfg.ine_momentum,
+                                      mode="uniform" if cfg.ine == "uniform" else "softmin")
+        self.generators = {"subsets": torch.Generator().manual_seed(cfg.seed * 7 + 1 + self.rank),
+                           "ine": torch.Generator().manual_seed(cfg.seed * 7 + 2)}
+        self.step = 0
+        self.best = -math.inf
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.net = self.model
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+
+    # ------------------------------------------------------------------ setup helpers
+    def _amp_dtype(self) -> torch.dtype | None:
+        amp = self.cfg.amp
+        if amp == "off" or (amp == "auto" and self.device.type != "cuda"):
+            return None
+        if amp == "fp16":
+            return torch.float16
+        return torch.bfloat16
+
+    def provenance(self) -> dict:
+        return {"recipe": self.cfg.to_dict(), "step": self.step, "seed": self.cfg.seed,
+                "input_size": list(self.cfg.eval_size), "data_root": str(self.cfg.data_root),
+                "trainer": "charm_core.train (CoL + InE)", "best_val_mean_miou": self.best}
+
+    def resume(self) -> bool:
+        """Continue from out_dir/last.* if present; True if it did."""
+        weights, state = self.out / "last.safetensors", self.out / "last.state.safetensors"
+        if not (weights.is_file() and state.is_file()):
+            return False
+        model, _ = load_checkpoint(weights, map_location=self.device)
+        self.model.load_state_dict(model.state_dict())
+        extra = load_training_state(state, self.optimizer, self.generators)
+        self.step, self.best = extra["step"], extra["best"]
+        self.sampler.load_state_dict(extra["sampler"])
+        return True
+
+    def save(self, name: str = "last") -> None:
+        if not self.main:
+            return
+        save_checkpoint(self.out / f"{name}.safetensors", self.model, self.model_cfg, class_names=DELIVER_CLASSES,
+                        palette=DELIVER_PALETTE, provenance=self.provenance())
+        if name == "last":
+            save_training_state(self.out / "last.state.safetensors", self.optimizer, self.generators,
+                                {"step": self.step, "best": self.best, "sampler": self.sampler.state_dict()})
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
+        cfg = self.cfg
+        self.net.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * self.lr_factor(self.step)
+        inputs = {m: x.to(self.device, non_blocking=True) for m, x in inputs.items()}
+        labels = labels.to(self.device, non_blocking=True)
+        available = random_subset_masks(labels.shape[0], cfg.modalities, self.generators["subsets"],
+                                        cfg.full_set_prob).to(self.device)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            logits, aux = self.net(inputs, available, with_aux=True)
+            col = self.loss_fn(logits, labels)
+            loss = col
+            aux_loss = None
+            if self.model_cfg.arch == "align":
+                aux_loss = aux["align_loss"]
+                loss = loss + cfg.align_weight * aux_loss
+            ine = modality = None
+            if cfg.ine != "off":
+                modality = self.sampler.sample(self.generators["ine"])
+                single = self.net({modality: inputs[modality]}, None, detach_backbone=cfg.ine_isolated)
+                ine = self.loss_fn(single, labels)
+                loss = loss + cfg.ine_lambda * ine
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if modality is not None:
+            with torch.no_grad():
+                labelled = labels != IGNORE_INDEX
+                correct = (single.argmax(1) == labels) & labelled
+                accuracy = correct.sum().float() / labelled.sum().clamp(min=1)
+                if self.world > 1:
+                    dist.all_reduce(accuracy)
+                    accuracy /= self.world
+            self.sampler.update(modality, float(accuracy))
+        self.step += 1
+        def value(t: torch.Tensor | None) -> float | None:
+            return None if t is None else float(t.detach())
+
+        return StepResult(value(loss), value(col), value(ine), modality, value(aux_loss))
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> dict:
+        cfg = self.cfg
+        if self.val_set is None:
+            self.val_set = DeliverDataset(cfg.data_root, cfg.val_split, cfg.modalities, cfg.eval_size)
+        val = self.val_set
+        indices = range(len(val)) if cfg.val_max_samples is None else \
+            range(0, len(val), max(1, len(val) // cfg.val_max_samples))
+        batches = ((collate([val[i] for i in chunk]) + ([val.samples[i].condition for i in chunk],))
+                   for chunk in _chunks(list(indices), cfg.batch_size))
+        report = evaluate_subsets(self.model, batches, DELIVER_CLASSES, all_subsets(cfg.modalities), "drop",
+                                  self.device, self.amp_dtype, progress=False)
+        return {"val_mean": report.summary()["mean"][0], "val_top1": report.summary()["top1"][0],
+                "val_last1": report.summary()["last1"][0],
+                "val_full": report.results["+".join(cfg.modalities)].miou_present}
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, resume: bool = True, stop_at: int | None = None) -> Path:
+        """Train to cfg.steps (or only to `stop_at`, saving a resumable state there); returns best.safetensors."""
+        cfg = self.cfg
+        if resume and self.resume() and self.main:
+            print(f"resumed from step {self.step}")
+        if self.step >= cfg.steps:
+            return self.out / "best.safetensors"
+        batches = StepBatches(len(self.train_set), cfg.batch_size, cfg.steps, cfg.seed, self.step,
+                              self.rank, self.world)
+        loader = DataLoader(EpochIndexed(self.train_set), batch_sampler=batches, collate_fn=collate,
+                            num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
+                            persistent_workers=cfg.workers > 0,
+                            # its own generator: creating the iterator must not draw from the global RNG
+                            # (drop-path's), or a resumed run would diverge from an uninterrupted one
+                            generator=torch.Generator().manual_seed(cfg.seed))
+        log = None
+        if self.main:
+            log = (self.out / "metrics.jsonl").open("a")
+            (self.out / "recipe.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        start = time.monotonic()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not self.main,
+                   dynamic_ncols=True)
+        window: list[StepResult] = []
+        for inputs, labels in loader:
+            result = self.train_step(inputs, labels)
+            window.append(result)
+            bar.update(1)
+            record = None
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                record = self._summarize(window, start)
+                window = []
+                bar.set_postfix_str(f"loss {record['loss']:.3f} InE p(" + " ".join(
+                    f"{m[0]}={p:.2f}" for m, p in record["ine_modality_probs"].items()) + ")")
+            if self.main and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
+                metrics = self.validate()
+                record = {**(record or {"step": self.step}), **metrics}
+                if metrics["val_mean"] > self.best:
+                    self.best = metrics["val_mean"]
+                    self.save("best")
+                tqdm.write(f"step {self.step}: val Mean {metrics['val_mean']:.1f} Top-1 {metrics['val_top1']:.1f} "
+                           f"Last-1 {metrics['val_last1']:.1f} (best {self.best:.1f})")
+            if record and log:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            out_of_time = cfg.time_limit_min is not None and time.monotonic() - start > cfg.time_limit_min * 60
+            stop = out_of_time or self.step == stop_at
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or stop:
+                self.save("last")
+            if out_of_time:
+                tqdm.write(f"time limit of {cfg.time_limit_min} min reached at step {self.step}; saved")
+            if stop:
+                break
+        bar.close()
+        if log:
+            log.close()
+        if self.main:
+            plot_metrics(self.out / "metrics.jsonl", self.out / "metrics.png")
+        if self.world > 1:
+            dist.destroy_process_group()
+        return self.out / "best.safetensors"
+
+    def _summarize(self, window: list[StepResult], start: float) -> dict:
+        def mean(values):
+            values = [v for v in values if v is not None]
+            return sum(values) / len(values) if values else None
+
+        probs = self.sampler.probabilities().tolist()
+        return {"step": self.step, "time_s": round(time.monotonic() - start, 1),
+                "lr": self.optimizer.param_groups[0]["lr"], "loss": mean([r.loss for r in window]),
+                "col": mean([r.col for r in window]), "ine": mean([r.ine for r in window]),
+                "aux": mean([r.aux for r in window]),
+                "ine_modality_probs": {m: round(p, 3) for m, p in zip(self.cfg.modalities, probs)}}
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

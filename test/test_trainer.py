@@ -1,0 +1,96 @@
+"""The dual-path trainer: it learns, it resumes exactly, it writes what a run needs; and charm-eval."""
+import json
+
+import pytest
+import torch
+
+from charm_core.train.cli import eval_main
+from charm_core.train.config import load_config
+from charm_core.train.trainer import Trainer, collate
+from conftest import ROOT
+
+TINY = ["model.backbone=tiny", "size=[64, 64]", "batch_size=4", "workers=0", "threads=1", "val_max_samples=4"]
+
+
+def make_trainer(root, out, *extra) -> Trainer:
+    return Trainer(load_config(None, [f"data_root={root}", f"out_dir={out}", *TINY, *extra]))
+
+
+def test_overfits_one_batch_under_col_and_ine(small_dataset, tmp_path):
+    torch.manual_seed(0)
+    trainer = make_trainer(small_dataset, tmp_path, "steps=60", "warmup_steps=0", "lr=2e-3", "ine=softmin")
+    trainer.train_set.augment = False
+    inputs, labels = collate([trainer.train_set[i] for i in range(4)])
+    losses = [trainer.train_step(inputs, labels) for _ in range(60)]
+    first = sum(r.col for r in losses[:4]) / 4
+    last = sum(r.col for r in losses[-4:]) / 4
+    assert last < 0.5 * first, f"CoL loss {first:.3f} -> {last:.3f}"
+    assert all(r.ine is not None and r.ine_modality in ("rgb", "depth", "event", "lidar") for r in losses)
+    assert trainer.sampler.counts.sum() == 60
+
+
+def test_resume_reproduces_the_next_step_loss(small_dataset, tmp_path):
+    common = ("steps=4", "warmup_steps=1", "log_every=1", "eval_every=100", "checkpoint_every=100", "seed=5",
+              "model.drop_path=0.1")
+    torch.manual_seed(123)
+    straight = make_trainer(small_dataset, tmp_path / "a", *common)
+    straight.fit(resume=False)
+    reference = [json.loads(line)["loss"] for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+
+    make_trainer(small_dataset, tmp_path / "b", *common).fit(resume=False, stop_at=2)
+    torch.manual_seed(999)  # the resumed run must not depend on the fresh process's RNG
+    resumed = make_trainer(small_dataset, tmp_path / "b", *common)
+    resumed.fit(resume=True)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert resumed.step == 4
+    assert losses[2] == pytest.approx(reference[2], rel=1e-6, abs=1e-7)
+    assert losses[3] == pytest.approx(reference[3], rel=1e-6, abs=1e-7)
+    for name in ("best.safetensors", "last.safetensors", "last.state.safetensors", "metrics.png", "recipe.json"):
+        assert (tmp_path / "a" / name).is_file(), name
+
+
+@pytest.mark.parametrize("arch,ine", [("mean", "off"), ("align", "off"), ("charm", "uniform")])
+def test_baselines_and_ablations_train(small_dataset, tmp_path, arch, ine):
+    trainer = make_trainer(small_dataset, tmp_path, "steps=2", "warmup_steps=0", f"model.arch={arch}", f"ine={ine}",
+                           "eval_every=100")
+    inputs, labels = collate([trainer.train_set[i] for i in range(4)])
+    result = trainer.train_step(inputs, labels)
+    assert (result.aux is not None) == (arch == "align")
+    assert (result.ine is None) == (ine == "off")
+
+
+def test_isolated_ine_leaves_the_backbone_to_col(small_dataset, tmp_path):
+    trainer = make_trainer(small_dataset, tmp_path, "steps=2", "warmup_steps=0", "ine_isolated=true")
+    inputs, labels = collate([trainer.train_set[i] for i in range(4)])
+    model = trainer.model
+    single = model({"depth": inputs["depth"]}, None, detach_backbone=True)
+    trainer.loss_fn(single, labels).backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert any(p.grad is not None for p in model.decoder.parameters())
+
+
+def test_charm_eval_reports_all_subsets(small_dataset, tmp_path, capsys):
+    trainer = make_trainer(small_dataset, tmp_path / "run", "steps=2", "warmup_steps=0", "eval_every=2")
+    best = trainer.fit(resume=False)
+    out = tmp_path / "eval.json"
+    assert eval_main(["--checkpoint", str(best), "--data", str(small_dataset), "--split", "val", "--json", str(out),
+                      "--details", str(tmp_path / "details.json"), "--plot", str(tmp_path / "eval.png")]) == 0
+    table = capsys.readouterr().out
+    assert "**Last-1**" in table and "rgb+depth+event+lidar" in table
+    result = json.loads(out.read_text())
+    subsets = [k for k in result if k not in ("mean", "top1", "last1")]
+    assert len(subsets) == 15 and "rgb+depth" in subsets and "depth+rgb" not in subsets
+    values = [result[k] for k in subsets]
+    assert result["top1"] == max(values) and result["last1"] == min(values)
+    assert result["mean"] == pytest.approx(sum(values) / 15, abs=1e-3)
+    details = json.loads((tmp_path / "details.json").read_text())
+    assert set(details["subsets"]["rgb"]["per_class"]) >= {"Road", "Sky"}
+    assert (tmp_path / "eval.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "training").glob("*.yaml")), ids=lambda p: p.name)
+def test_recipes_are_valid(recipe):
+    cfg = load_config(recipe)
+    assert cfg.model_config().arch == "charm" and cfg.steps > cfg.warmup_steps
+    with pytest.raises(ValueError, match="unknown training options"):
+        load_config(recipe, ["no_such_option=1"])
