@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_ROS := $(PY) -m charm_ros.env --
 
-.PHONY: venv test clean
+.PHONY: venv test demo clean
 
 venv: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): requirements.txt setup.py setup.cfg package.xml pyproject.toml
 
 test: venv
 	$(RUN_ROS) $(PY) -m pytest $(PYTEST_ARGS)
+
+# The node on the synthetic sensor rig with the shipped checkpoint; sensors drop out and come back.
+demo: venv
+	$(RUN_ROS) $(VENV)/bin/charm_launch launch/sim_demo.launch.yaml --timeout 150 $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

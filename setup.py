@@ -30,6 +30,9 @@ setup(
             "charm_node = charm_ros.node:main",
             "charm_sim_rig = charm_ros.sim_rig:main",
             "charm_demo_report = charm_ros.demo_report:main",
+            "charm-bag-record = charm_ros.bag_record:main",
+            "charm-bag-eval = charm_ros.bag_eval:main",
+            "charm-bag-play = charm_ros.bag_play:main",
         ],
     },
 )

@@ -47,6 +47,9 @@ def ros_environment(domain_id: int | None = None, base: dict[str, str] | None = 
     else:
         env.setdefault("ROS_DOMAIN_ID", str(pick_domain_id()))
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # Nodes share the cores with other nodes: OpenMP threads that spin while waiting make small torch ops
+    # up to 100x slower under contention; passive waiting keeps inference latency stable.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 

@@ -93,3 +93,28 @@ def rclpy_node(domain_id: int):
     node.destroy_node()
     rclpy.shutdown(context=context)
     thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    """A tiny DELIVER-layout synthetic set (64x64) for trainer, evaluation and bag tests."""
+    from charm_core.data.synthetic.export import write_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    write_dataset(root, {"train": 16, "val": 8}, (64, 64), seed=3, workers=1, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised tiny CHARM checkpoint (for plumbing tests that do not judge accuracy)."""
+    import torch
+
+    from charm_core.checkpoint import save_checkpoint
+    from charm_core.model import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(backbone="tiny")
+    path = tmp_path_factory.mktemp("ckpt") / "random_tiny.safetensors"
+    save_checkpoint(path, build_model(config).eval(), config, provenance={"input_size": [256, 256]})
+    return path

@@ -49,9 +49,13 @@ def test_launch_py_compiles_and_references_real_executables_and_files(launch_fil
     tree = compile(source, str(launch_file), "exec", ast.PyCF_ONLY_AST)
     assert "generate_launch_description" in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     scripts = console_scripts()
-    executables = [kw.value.value for node in ast.walk(tree) if isinstance(node, ast.Call)
-                   for kw in node.keywords if kw.arg == "executable" and isinstance(kw.value, ast.Constant)]
-    assert executables, "launch file starts no node"
+    executables = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            kw = {k.arg: k.value.value for k in node.keywords if isinstance(k.value, ast.Constant)}
+            if kw.get("package") == "charm_ros":
+                executables.append(kw["executable"])
+    assert executables, "launch file starts no node of this package"
     for exe in executables:
         assert exe in scripts, f"{launch_file.name} starts {exe!r}, not a console script of this package"
     for folder, filename in re.findall(r"['\"](config|launch)['\"],\s*['\"]([\w.\-]+)['\"]", source):
@@ -74,3 +78,9 @@ def test_data_files_ship_launch_config_and_models():
     source = (ROOT / "setup.py").read_text()
     for folder in ("launch", "config", "models"):
         assert f"share/{{PACKAGE}}/{folder}" in source
+
+
+def test_rviz_config_shows_inputs_colour_mask_and_overlay():
+    config = yaml.safe_load((ROOT / "config" / "charm.rviz").read_text())
+    topics = {d["Topic"]["Value"] for d in config["Visualization Manager"]["Displays"]}
+    assert {"/charm/color_mask", "/charm/overlay", "/sim_rig/rgb/image", "/sim_rig/lidar/points"} <= topics

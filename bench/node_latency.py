@@ -1,0 +1,207 @@
+"""End-to-end latency of the charm node vs the model's own forward time, per modality subset.
+
+    .venv/bin/python -m charm_ros.env -- .venv/bin/python bench/node_latency.py [--checkpoint F] [--seconds 6]
+
+A publisher process sends pre-rendered synthetic frames (all sensors stamped alike, 10 Hz) for one
+subset at a time; the node runs in its own process; this process receives ~/mask and takes
+latency = arrival - input header stamp (one system clock). Afterwards the model's forward time is
+measured here on the same frames with the same encoders. Node overhead = e2e - forward (DDS both ways,
+conversion, sync, encoding, publishing). Then the input rate is raised to 2x what the node sustains:
+with latest-wins there must be no queue growth (latency at the end no higher than at the start).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from charm_core.modalities import all_subsets, subset_name
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFIX = "/bench"
+
+
+def render(path: Path, frames: int, seed: int = 3) -> None:
+    from charm_core.data.synthetic import World
+
+    world = World(seed=seed, size_hw=(256, 256))
+    fs = list(world.frames(frames))
+    np.savez(path, rgb=np.stack([f.rgb for f in fs]), depth=np.stack([f.depth for f in fs]),
+             event=np.stack([f.event for f in fs]), K=fs[0].K, **{f"lidar_{i}": f.lidar for i, f in enumerate(fs)})
+
+
+def publisher(frames: Path, control: Path) -> None:
+    """Child process: publish the subset named in `control` ("subset rate") on a shared time grid."""
+    import rclpy
+    from builtin_interfaces.msg import Time
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from std_msgs.msg import Header
+
+    from charm_ros.conversions import k_to_camera_info, numpy_to_image, xyzi_to_pointcloud2
+
+    data = np.load(frames)
+    n = len(data["rgb"])
+    rclpy.init()
+    node = rclpy.create_node("bench_publisher")
+    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
+    pubs = {m: node.create_publisher(PointCloud2 if m == "lidar" else Image,
+                                     f"{PREFIX}/{m}/{'points' if m == 'lidar' else 'image'}", qos)
+            for m in ("rgb", "depth", "event", "lidar")}
+    infos = {m: node.create_publisher(CameraInfo, f"{PREFIX}/{m}/camera_info", qos) for m in ("rgb", "depth")}
+    i = 0
+    while True:
+        subset, rate = control.read_text().split()
+        if subset == "stop":
+            break
+        period = 1.0 / float(rate)
+        tick = (int(time.time() / period) + 1) * period
+        time.sleep(max(0.0, tick - time.time()))
+        sec = int(tick)
+        header = Header(stamp=Time(sec=sec, nanosec=int((tick - sec) * 1e9)), frame_id="camera")
+        k = i % n
+        for m in subset.split("+"):
+            if m == "lidar":
+                msg = xyzi_to_pointcloud2(data[f"lidar_{k}"], header)
+            elif m == "depth":
+                msg = numpy_to_image(data["depth"][k], "32FC1", header)
+            else:
+                msg = numpy_to_image(data[m][k], "rgb8", header)
+            pubs[m].publish(msg)
+            if m in infos:
+                infos[m].publish(k_to_camera_info(data["K"], (256, 256), header))
+        i += 1
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+def forward_times(checkpoint: str, frames: Path, subset: tuple[str, ...], reps: int = 30) -> tuple[float, float]:
+    """Median model forward and encode+forward (ms) on the same frames, as the node computes them."""
+    from charm_core.inference import Predictor
+    from charm_ros.pipeline import Pipeline, PipelineConfig, SensorSample
+    from charm_ros.sync import Frame
+    from charm_ros.node_config import load_param_file, validate
+
+    cfg = validate(load_param_file(ROOT / "config" / "charm.param.yaml"))
+    data = np.load(frames)
+    pipeline = Pipeline(Predictor.from_checkpoint(checkpoint, device="cpu"),
+                        PipelineConfig(input_size=(256, 256), geometry=cfg.geometry))
+    pipeline.set_camera("rgb", data["K"], (256, 256))
+    pipeline.set_camera("depth", data["K"], (256, 256))
+    forward, total = [], []
+    for i in range(reps):
+        k = i % len(data["rgb"])
+        arrays = {"rgb": data["rgb"][k], "depth": data["depth"][k], "event": data["event"][k],
+                  "lidar": data[f"lidar_{k}"]}
+        frame = Frame(stamp=0.0, reference=subset[0], data={m: SensorSample(arrays[m], 0.0, "c") for m in subset},
+                      stamps={m: 0.0 for m in subset})
+        result = pipeline.process(frame)
+        if i >= 3:
+            forward.append(result.forward_ms)
+            total.append(result.encode_ms + result.forward_ms)
+    return statistics.median(forward), statistics.median(total)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=str(ROOT / "models" / "charm_tiny_synthetic.safetensors"))
+    parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per subset")
+    parser.add_argument("--subsets", nargs="+", default=[subset_name(s) for s in all_subsets()])
+    parser.add_argument("--publisher", nargs=2, metavar=("FRAMES", "CONTROL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.publisher:
+        publisher(Path(args.publisher[0]), Path(args.publisher[1]))
+        return 0
+
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from charm_ros.launcher import Launcher, NodeSpec, resolve_executable
+
+    work = Path(tempfile.mkdtemp(prefix="node_latency_"))
+    frames, control = work / "frames.npz", work / "control"
+    render(frames, 20)
+    control.write_text(f"{args.subsets[0]} 10")
+    arrivals: list[tuple[float, float, str]] = []   # (arrival wall time, stamp, subset being published)
+    current = {"subset": args.subsets[0]}
+    lock = threading.Lock()
+
+    rclpy.init()
+    probe = rclpy.create_node("bench_probe")
+
+    def on_mask(msg: Image) -> None:
+        now = time.time()
+        with lock:
+            arrivals.append((now, msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, current["subset"]))
+
+    probe.create_subscription(Image, "/charm/mask", on_mask, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    spin = threading.Thread(target=rclpy.spin, args=(probe,), daemon=True)
+    spin.start()
+    node = NodeSpec(command=[resolve_executable("charm_node")], name="charm",
+                    params_files=[str(ROOT / "config" / "charm.param.yaml")],
+                    parameters={"model.checkpoint": args.checkpoint, "outputs.color_mask": False,
+                                "outputs.overlay": False, "outputs.confidence": False},
+                    remappings=[(f"~/{m}/image", f"{PREFIX}/{m}/image") for m in ("rgb", "depth", "event")]
+                    + [("~/lidar/points", f"{PREFIX}/lidar/points"), ("~/rgb/camera_info", f"{PREFIX}/rgb/camera_info"),
+                       ("~/depth/camera_info", f"{PREFIX}/depth/camera_info")])
+    pub = subprocess.Popen([sys.executable, __file__, "--publisher", str(frames), str(control)])
+    rows = []
+    try:
+        with Launcher([node]):
+            time.sleep(5.0)
+            for name in args.subsets:
+                control.write_text(f"{name} 10")
+                with lock:
+                    current["subset"] = name
+                time.sleep(1.5)   # stale_timeout + timeout: the node settles on the new subset
+                t0 = time.time()
+                time.sleep(args.seconds)
+                with lock:
+                    window = [(a, s) for a, s, sub in arrivals if t0 <= a < t0 + args.seconds and sub == name]
+                lat = [(a - s) * 1e3 for a, s in window]
+                rows.append((name, statistics.median(lat) if lat else float("nan"), len(window) / args.seconds))
+            # overload: 2x the rate the node sustains on all four sensors
+            full = "rgb+depth+event+lidar"
+            sustain = max(r[2] for r in rows if r[0] == full) if any(r[0] == full for r in rows) else 10.0
+            per_frame_ms = next((r[1] for r in rows if r[0] == full), 100.0)
+            overload_hz = round(2 * max(sustain, 1000.0 / per_frame_ms), 1)
+            control.write_text(f"{full} {overload_hz}")
+            with lock:
+                current["subset"] = full + "@overload"
+            t0 = time.time()
+            time.sleep(12.0)
+            with lock:
+                over = [(a, s) for a, s, sub in arrivals if sub == full + "@overload" and a >= t0 + 1.0]
+            control.write_text("stop 1")
+    finally:
+        pub.wait(timeout=10)
+        probe.destroy_node()
+        rclpy.try_shutdown()
+
+    print("\n| subset | e2e latency ms (median) | model forward ms | encode+forward ms | node overhead ms | "
+          "overhead / forward | masks/s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, e2e, rate in rows:
+        forward, total = forward_times(args.checkpoint, frames, tuple(name.split("+")))
+        overhead = e2e - forward
+        print(f"| {name} | {e2e:.1f} | {forward:.1f} | {total:.1f} | {overhead:.1f} | {overhead / forward:.0%} | "
+              f"{rate:.1f} |")
+    first = [(a - s) * 1e3 for a, s in over if a < t0 + 4.0]
+    last = [(a - s) * 1e3 for a, s in over if a >= t0 + 9.0]
+    print(f"\noverload: all four sensors at {overload_hz} Hz (2x sustainable): output "
+          f"{len(over) / 11.0:.1f} masks/s, latency median {statistics.median(first):.1f} ms (1-4 s) -> "
+          f"{statistics.median(last):.1f} ms (9-12 s): "
+          f"{'no queue growth' if statistics.median(last) < 1.5 * statistics.median(first) else 'QUEUE GROWTH'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""`charm-bag-eval`: replay a rosbag2 through the node's own pipeline and score it, no ROS graph needed.
+
+Messages are read with `rosbags` (sqlite3 or mcap, any publisher's types), put in header-stamp order,
+and fed through the same conversions (Pipeline.accept), synchronizer and predictor as the live node,
+with the stamps as the clock. Every synchronized frame is evaluated (no latest-wins dropping), so
+the result is deterministic. Reports per subset: frames, mIoU against a ground-truth topic if there
+is one, latency; `--drop depth:10-20` silences a sensor over an interval (seconds from the first
+message); `--write-predictions` writes mask and colour mask topics to a new bag for RViz/Foxglove.
+"""
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import yaml
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+from tqdm import tqdm
+
+from charm_core.classes import colorize
+from charm_core.data.augment import resize
+from charm_core.inference import Predictor
+from charm_core.metrics import ConfusionMatrix
+from charm_core.modalities import all_subsets, subset_name
+from charm_ros import conversions
+from charm_ros.dropouts import Dropout, dropped_at, parse_dropouts
+from charm_ros.node_config import NodeConfig, load_param_file, validate
+from charm_ros.paths import share_path
+from charm_ros.pipeline import FrameSkipped, Pipeline, PipelineConfig, Result
+from charm_ros.sync import Synchronizer
+
+TOPIC_KEYS = ("rgb", "depth", "event", "lidar", "rgb_info", "depth_info", "gt")
+DEFAULT_TOPICS = {
+    "rgb": "/sim_rig/rgb/image", "depth": "/sim_rig/depth/image", "event": "/sim_rig/event/image",
+    "lidar": "/sim_rig/lidar/points", "rgb_info": "/sim_rig/rgb/camera_info",
+    "depth_info": "/sim_rig/depth/camera_info", "gt": "/sim_rig/ground_truth",
+}
+
+
+@dataclass
+class SubsetStats:
+    frames: int = 0
+    confusion: ConfusionMatrix | None = None
+    latency_ms: list[float] = field(default_factory=list)   # encode + forward, per frame
+    forward_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class BagReport:
+    subsets: dict[str, SubsetStats]
+    overall: SubsetStats
+    messages: Counter            # topic -> read
+    rejected: Counter            # modality (or topic) -> messages that failed conversion/checks
+    reasons: dict[str, str]      # modality -> last rejection reason
+    dropped_by_schedule: Counter
+    skipped_frames: int
+    unmatched_gt_frames: int
+    wall_s: float
+
+    def as_dict(self) -> dict:
+        def stats(s: SubsetStats) -> dict:
+            iou = s.confusion.compute() if s.confusion is not None else None
+            return {"frames": s.frames,
+                    "miou": None if iou is None else round(iou.miou_present, 4),
+                    "miou_all": None if iou is None else round(iou.miou_all, 4),
+                    "latency_ms_median": _median(s.latency_ms), "forward_ms_median": _median(s.forward_ms)}
+
+        return {"subsets": {name: stats(s) for name, s in self.subsets.items()}, "overall": stats(self.overall),
+                "messages": dict(self.messages), "rejected": dict(self.rejected), "reject_reasons": self.reasons,
+                "dropped_by_schedule": dict(self.dropped_by_schedule), "skipped_frames": self.skipped_frames,
+                "frames_without_ground_truth": self.unmatched_gt_frames, "wall_s": round(self.wall_s, 2)}
+
+    def markdown(self) -> str:
+        d = self.as_dict()
+        lines = ["| subset | frames | mIoU (present classes) | mIoU (all 25) | latency ms (median) | model ms |",
+                 "|---|---|---|---|---|---|"]
+        for name, s in list(d["subsets"].items()) + [("**all frames**", d["overall"])]:
+            miou = "n/a" if s["miou"] is None else f"{s['miou']:.1f}"
+            miou_all = "n/a" if s["miou_all"] is None else f"{s['miou_all']:.1f}"
+            lines.append(f"| {name} | {s['frames']} | {miou} | {miou_all} | {_fmt(s['latency_ms_median'])} | "
+                         f"{_fmt(s['forward_ms_median'])} |")
+        return "\n".join(lines)
+
+
+def _median(values: list[float]) -> float | None:
+    return round(float(np.median(values)), 2) if values else None
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def stamp_ns(msg: Any) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def read_in_stamp_order(bag: Path, topics: set[str], window_s: float = 1.0, counts: Counter | None = None,
+                        undecodable: Counter | None = None) -> Iterator[tuple[str, Any]]:
+    """Yield (topic, message) of `topics` in header-stamp order. Bags are stored in receive order;
+    a heap releases a message once the receive time is `window_s` past its stamp, so memory stays bounded."""
+    heap: list[tuple[int, int, str, Any]] = []
+    seq = 0
+    typestore = get_typestore(Stores.LATEST)
+    with AnyReader([bag], default_typestore=typestore) as reader:
+        wanted = [c for c in reader.connections if c.topic in topics]
+        missing = topics - {c.topic for c in reader.connections}
+        if missing:
+            print(f"charm-bag-eval: topics not in the bag: {', '.join(sorted(missing))}", file=sys.stderr)
+        for connection, log_time, raw in reader.messages(connections=wanted):
+            if counts is not None:
+                counts[connection.topic] += 1
+            try:
+                msg = reader.deserialize(raw, connection.msgtype)
+                key = stamp_ns(msg)
+            except Exception:  # a foreign or corrupt message: counted, never fatal
+                if undecodable is not None:
+                    undecodable[connection.topic] += 1
+                continue
+            heapq.heappush(heap, (key, seq, connection.topic, msg))
+            seq += 1
+            horizon = log_time - int(window_s * 1e9)
+            while heap and heap[0][0] < horizon:
+                _, _, topic, msg = heapq.heappop(heap)
+                yield topic, msg
+    while heap:
+        _, _, topic, msg = heapq.heappop(heap)
+        yield topic, msg
+
+
+class BagEvaluator:
+    """Feeds bag messages through the node's Pipeline + Synchronizer; collects per-subset statistics."""
+
+    def __init__(self, predictor: Predictor, config: NodeConfig, topics: dict[str, str | None],
+                 drop: list[Dropout] | None = None) -> None:
+        size = config.input_size or tuple(predictor.info.provenance.get("input_size", (256, 256)))
+        self.pipeline = Pipeline(predictor, PipelineConfig(input_size=tuple(size), geometry=config.geometry,
+                                                           min_confidence=config.min_confidence))
+        self.sync = Synchronizer(config.sync)
+        self.enabled = config.enabled
+        self.topics = {k: v for k, v in topics.items() if v}
+        self.by_topic = {v: k for k, v in self.topics.items()}
+        self.drop = drop or []
+        self.num_classes = len(predictor.class_names)
+        self.gt: dict[int, np.ndarray] = {}
+        self.waiting: dict[int, Result] = {}
+        self.results: list[Result] = []
+        self.rejected: Counter = Counter()
+        self.reasons: dict[str, str] = {}
+        self.dropped_by_schedule: Counter = Counter()
+        self.skipped = 0
+        self.first_stamp: int | None = None
+        self.clock = -float("inf")   # the replay clock: the newest stamp seen (s)
+
+    def feed(self, topic: str, msg: Any) -> list[Result]:
+        """One message in stamp order; returns the frames processed because of it.
+
+        The clock advances only when a newer stamp arrives, and the synchronizer is polled then, so all
+        messages of one instant are in before any frame of that instant fires (as with a live rig whose
+        sensors publish together)."""
+        key = self.by_topic.get(topic)
+        stamp = stamp_ns(msg)
+        if self.first_stamp is None:
+            self.first_stamp = stamp
+        done: list[Result] = []
+        if stamp * 1e-9 > self.clock:
+            self.clock = stamp * 1e-9
+            done = self._process(self.sync.poll(self.clock))
+        if key == "gt":
+            self.gt[stamp] = conversions.image_to_numpy(msg)
+        elif key in ("rgb_info", "depth_info"):
+            try:
+                self.pipeline.accept_camera_info(key.split("_")[0], msg)
+            except (conversions.ConversionError, ValueError) as exc:
+                self._reject(key, str(exc))
+        elif key in self.enabled:
+            if key in dropped_at(self.drop, (stamp - self.first_stamp) * 1e-9):
+                self.dropped_by_schedule[key] += 1
+                return done
+            try:
+                sample = self.pipeline.accept(key, msg)
+            except (conversions.ConversionError, ValueError) as exc:
+                self._reject(key, str(exc))
+                return done
+            self.sync.add(key, sample.stamp, sample, self.clock)
+        return done
+
+    def finish(self) -> list[Result]:
+        """End of the bag: let pending timeouts expire, then release what is still buffered."""
+        done = self._process(self.sync.poll(self.clock + self.sync.config.timeout))
+        return done + self._process(self.sync.flush())
+
+    def _reject(self, key: str, reason: str) -> None:
+        self.rejected[key] += 1
+        self.reasons[key] = reason
+
+    def _process(self, frames) -> list[Result]:
+        done = []
+        for frame in frames:
+            try:
+                result = self.pipeline.process(frame)
+            except FrameSkipped:
+                self.skipped += 1
+                continue
+            self.results.append(result)
+            done.append(result)
+        return done
+
+    def report(self, wall_s: float, messages: Counter) -> BagReport:
+        subsets: dict[str, SubsetStats] = {}
+        overall = SubsetStats()
+        unmatched = 0
+        has_gt = bool(self.gt)
+        for r in self.results:
+            name = subset_name(r.subset)
+            stats = subsets.setdefault(name, SubsetStats())
+            truth = self.gt.get(stamp_ns(r.frame.data[r.frame.reference]))
+            for s in (stats, overall):
+                s.frames += 1
+                s.latency_ms.append(r.encode_ms + r.forward_ms)
+                s.forward_ms.append(r.forward_ms)
+                if has_gt and s.confusion is None:
+                    s.confusion = ConfusionMatrix(self.num_classes)
+            if truth is None:
+                unmatched += has_gt
+                continue
+            if truth.shape != r.labels.shape:
+                truth = resize(truth, r.labels.shape, nearest=True)
+            stats.confusion.update(r.labels, truth)
+            overall.confusion.update(r.labels, truth)
+        ordered = {subset_name(s): subsets[subset_name(s)] for s in all_subsets() if subset_name(s) in subsets}
+        return BagReport(ordered, overall, messages, self.rejected, self.reasons, self.dropped_by_schedule,
+                         self.skipped, unmatched, wall_s)
+
+
+def write_predictions(out: Path, results: list[Result], palette: np.ndarray, storage: str = "mcap") -> None:
+    """/charm/mask (mono8), /charm/color_mask (rgb8) and /charm/camera_info, stamped like the inputs."""
+    from rclpy.serialization import serialize_message
+
+    typestore = get_typestore(Stores.ROS2_KILTED)
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    with Writer(out, version=8, storage_plugin=plugin) as writer:
+        conns = {
+            "mask": writer.add_connection("/charm/mask", "sensor_msgs/msg/Image", typestore=typestore),
+            "color": writer.add_connection("/charm/color_mask", "sensor_msgs/msg/Image", typestore=typestore),
+            "info": writer.add_connection("/charm/camera_info", "sensor_msgs/msg/CameraInfo", typestore=typestore),
+        }
+        for r in results:
+            header = r.frame.data[r.frame.reference].header
+            t = stamp_ns(r.frame.data[r.frame.reference])
+            writer.write(conns["mask"], t, serialize_message(conversions.numpy_to_image(r.labels, "mono8", header)))
+            writer.write(conns["color"], t, serialize_message(
+                conversions.numpy_to_image(colorize(r.labels, palette), "rgb8", header)))
+            if r.K is not None:
+                writer.write(conns["info"], t, serialize_message(
+                    conversions.k_to_camera_info(r.K, r.labels.shape[:2], header)))
+
+
+def load_topics(args: argparse.Namespace) -> dict[str, str | None]:
+    topics = dict(DEFAULT_TOPICS)
+    if args.topics:
+        given = yaml.safe_load(Path(args.topics).read_text()) or {}
+        unknown = sorted(set(given) - set(TOPIC_KEYS))
+        if unknown:
+            raise ValueError(f"{args.topics}: unknown keys {unknown}; expected {list(TOPIC_KEYS)}")
+        topics.update(given)
+    for key in TOPIC_KEYS:
+        value = getattr(args, key.replace("-", "_"), None)
+        if value is not None:
+            topics[key] = value or None   # an empty string disables the topic
+    return topics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="charm-bag-eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bag", type=Path, help="rosbag2 directory (sqlite3 or mcap)")
+    parser.add_argument("--checkpoint", default=str(share_path("models", "charm_tiny_synthetic.safetensors")))
+    parser.add_argument("--params", default=str(share_path("config", "charm.param.yaml")),
+                        help="the node's parameter file (sync, geometry, modalities, input size)")
+    parser.add_argument("--topics", help="YAML mapping of rgb/depth/event/lidar/rgb_info/depth_info/gt to topics")
+    for key in TOPIC_KEYS:
+        flag = {"rgb_info": "camera-info", "depth_info": "depth-camera-info"}.get(key, key)
+        parser.add_argument(f"--{flag}", dest=key, help=f"topic of {key} (default {DEFAULT_TOPICS[key]}; '' = none)")
+    parser.add_argument("--drop", default="", help="simulate dropouts, e.g. depth:10-20 (s from the first message)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--reorder-window", type=float, default=1.0, help="seconds of receive time to sort stamps")
+    parser.add_argument("--json", help="write the report here")
+    parser.add_argument("--write-predictions", type=Path, help="write /charm/mask and /charm/color_mask to this bag")
+    parser.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="of --write-predictions")
+    args = parser.parse_args(argv)
+    try:
+        topics = load_topics(args)
+        config = validate(load_param_file(args.params))
+        drop = parse_dropouts(args.drop)
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+        if not args.bag.exists():
+            raise FileNotFoundError(f"no bag at {args.bag}")
+        if args.write_predictions and args.write_predictions.exists():
+            raise FileExistsError(f"{args.write_predictions} exists")
+    except (OSError, ValueError, KeyError) as exc:
+        parser.error(str(exc))
+    evaluator = BagEvaluator(predictor, config, topics, drop)
+    messages: Counter = Counter()
+    undecodable: Counter = Counter()
+    start = time.perf_counter()
+    stream = read_in_stamp_order(args.bag, set(evaluator.topics.values()), args.reorder_window, messages, undecodable)
+    with tqdm(desc="charm-bag-eval", unit="frame") as bar:
+        for topic, msg in stream:
+            bar.update(len(evaluator.feed(topic, msg)))
+        bar.update(len(evaluator.finish()))
+    report = evaluator.report(time.perf_counter() - start, messages)
+    report.rejected.update({f"undecodable {t}": n for t, n in undecodable.items()})
+    print(f"\n{args.bag}: {report.overall.frames} frames in {report.wall_s:.1f} s "
+          f"(rejected: {dict(report.rejected) or 'none'}; dropped by --drop: {dict(report.dropped_by_schedule) or 'none'})\n")
+    print(report.markdown())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.as_dict(), indent=2))
+    if args.write_predictions:
+        write_predictions(args.write_predictions, evaluator.results, predictor.palette, args.storage)
+        print(f"wrote predictions to {args.write_predictions}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""`charm-bag-play`: publish a rosbag2 (sqlite3 or mcap) on the live graph, like `ros2 bag play`.
+
+For pip installs, where `ros2 bag` does not exist. Messages go out serialized, exactly as recorded
+(headers untouched), paced by their receive times (`--rate`); `--clock` also publishes /clock so
+nodes running with use_sim_time follow the bag's time. Topics whose type this Python environment
+cannot import are skipped and listed.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+import rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rosbags.highlevel import AnyReader
+from rosbags.typesys import Stores, get_typestore
+
+
+def message_class(msgtype: str):
+    """'sensor_msgs/msg/Image' -> sensor_msgs.msg.Image, or None if not importable here."""
+    package, _, name = msgtype.split("/")
+    try:
+        return getattr(importlib.import_module(f"{package}.msg"), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def play(bag: Path, rate: float = 1.0, clock: bool = False, topics: set[str] | None = None,
+         reliable: bool = False, start_delay: float = 1.0) -> dict[str, int]:
+    """Publish the bag once; returns messages published per topic."""
+    if rate <= 0:
+        raise ValueError("rate must be > 0")
+    rclpy.init()
+    node = rclpy.create_node("charm_bag_play")
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+    published: dict[str, int] = {}
+    try:
+        with AnyReader([bag], default_typestore=get_typestore(Stores.LATEST)) as reader:
+            pubs, skipped = {}, []
+            for conn in reader.connections:
+                if topics and conn.topic not in topics:
+                    continue
+                cls = message_class(conn.msgtype)
+                if cls is None:
+                    skipped.append(f"{conn.topic} ({conn.msgtype})")
+                    continue
+                pubs[conn.topic] = node.create_publisher(cls, conn.topic, qos)
+            if skipped:
+                node.get_logger().warning(f"not importable here, skipped: {', '.join(skipped)}")
+            clock_pub = None
+            if clock:
+                from rosgraph_msgs.msg import Clock
+                clock_pub = node.create_publisher(Clock, "/clock", 10)
+            time.sleep(start_delay)  # let subscribers match before the first message
+            start_wall = time.monotonic()
+            first_log = None
+            conns = [c for c in reader.connections if c.topic in pubs]
+            for conn, log_time, raw in reader.messages(connections=conns):
+                first_log = log_time if first_log is None else first_log
+                due = start_wall + (log_time - first_log) * 1e-9 / rate
+                time.sleep(max(0.0, due - time.monotonic()))
+                if clock_pub is not None:
+                    msg = Clock()
+                    msg.clock.sec, msg.clock.nanosec = divmod(log_time, 1_000_000_000)
+                    clock_pub.publish(msg)
+                pubs[conn.topic].publish(bytes(raw))
+                published[conn.topic] = published.get(conn.topic, 0) + 1
+            time.sleep(0.5)  # let the last messages leave before the participant goes away
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return published
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="charm-bag-play", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bag", type=Path)
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
+    parser.add_argument("--clock", action="store_true", help="publish /clock from the bag's receive times")
+    parser.add_argument("--topics", nargs="+", help="only these topics")
+    parser.add_argument("--reliable", action="store_true", help="publish with reliable QoS (default best effort)")
+    parser.add_argument("--start-delay", type=float, default=1.0, help="seconds to wait for subscribers")
+    args = parser.parse_args(argv)
+    if not args.bag.exists():
+        parser.error(f"no bag at {args.bag}")
+    try:
+        counts = play(args.bag, args.rate, args.clock, set(args.topics) if args.topics else None, args.reliable,
+                      args.start_delay)
+    except KeyboardInterrupt:
+        return 130
+    for topic, n in sorted(counts.items()):
+        print(f"{n:6d}  {topic}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""`charm_demo_report`: watches the node on the synthetic rig and reports each dropout phase.
+
+It subscribes to the node's masks and subset and to the rig's ground truth, splits the run into the
+phases of the rig's dropout schedule, and prints per phase: the sensors live, the subset the node
+used, output rate, end-to-end latency and mIoU against the ground truth. At the end it writes a JSON
+summary and a contact sheet (input, ground truth, prediction per phase) and exits, which ends the demo.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+from charm_core.classes import DELIVER_CLASSES, colorize
+from charm_core.metrics import ConfusionMatrix
+from charm_ros import conversions
+from charm_ros.dropouts import Phase, parse_dropouts, phases
+from charm_ros.run_node import run_node
+from charm_core.visualize import contact_sheet
+
+
+@dataclass
+class PhaseStats:
+    phase: Phase
+    masks: int = 0
+    subsets: Counter = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+    confusion: ConfusionMatrix = field(default_factory=lambda: ConfusionMatrix(len(DELIVER_CLASSES)))
+    first_switch_s: float | None = None   # phase start -> first mask on the phase's own subset
+    sample: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # rgb, truth, prediction
+
+
+class DemoReport(Node):
+    def __init__(self) -> None:
+        super().__init__("demo_report")
+        p = self._param
+        self.duration = p("duration", 40.0, "seconds of rig time to watch")
+        self.phases = phases(parse_dropouts(p("dropouts", "", "the rig's dropout schedule")), self.duration)
+        self.out_dir = Path(p("output_dir", "out/demo", "where the summary JSON and contact sheet go"))
+        self.stats = [PhaseStats(ph) for ph in self.phases]
+        self.truth: dict[int, np.ndarray] = {}
+        self.rgb: dict[int, np.ndarray] = {}
+        self.rig_time: dict[int, float] = {}    # frame stamp -> seconds since the rig started
+        self.pending: dict[int, tuple[np.ndarray, float, str]] = {}
+        self.subset = ""
+        self.started: float | None = None      # node clock when the rig's first frame was seen
+        self.done = False
+        sensor = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
+        reliable = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(Image, "~/ground_truth", self._on_truth, sensor)
+        self.create_subscription(Image, "~/rgb", self._on_rgb, sensor)
+        self.create_subscription(Image, "~/mask", self._on_mask, reliable)
+        self.create_subscription(String, "~/subset", lambda msg: setattr(self, "subset", msg.data), reliable)
+        self.create_subscription(String, "~/rig_status", self._on_status, 10)
+        self.create_timer(0.2, self._check_done)
+
+    def _param(self, name: str, default, description: str):
+        self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
+        return self.get_parameter(name).value
+
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    @staticmethod
+    def _key(msg) -> int:
+        return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+    def _on_status(self, msg: String) -> None:
+        status = json.loads(msg.data)
+        sec, nanosec = status["stamp"]
+        self.rig_time[sec * 1_000_000_000 + nanosec] = status["t"]
+        if self.started is None:
+            self.started = self.now() - status["t"]
+        self._match()
+
+    def _on_truth(self, msg: Image) -> None:
+        self.truth[self._key(msg)] = conversions.image_to_numpy(msg)
+        self._match()
+
+    def _on_rgb(self, msg: Image) -> None:
+        self.rgb[self._key(msg)] = conversions.image_to_rgb(msg)
+
+    def _on_mask(self, msg: Image) -> None:
+        latency_ms = (self.now() - conversions.stamp_to_sec(msg.header.stamp)) * 1e3
+        self.pending[self._key(msg)] = (conversions.image_to_numpy(msg), latency_ms, self.subset)
+        self._match()
+
+    def _match(self) -> None:
+        """Score every mask whose ground truth and rig time have arrived (same header stamp)."""
+        for key in [k for k in self.pending if k in self.truth and k in self.rig_time]:
+            mask, latency_ms, subset = self.pending.pop(key)
+            t = self.rig_time[key]
+            stats = next((s for s in self.stats if s.phase.start <= t < s.phase.end), None)
+            if stats is None:
+                continue
+            truth = self.truth[key]
+            stats.masks += 1
+            stats.subsets[subset] += 1
+            stats.latencies_ms.append(latency_ms)
+            if mask.shape == truth.shape:
+                stats.confusion.update(mask, truth)  # 255 (no data) in the mask counts as wrong
+            if stats.first_switch_s is None and subset == stats.phase.name:
+                stats.first_switch_s = t - stats.phase.start
+            if stats.sample is None and t >= (stats.phase.start + stats.phase.end) / 2 and mask.shape == truth.shape:
+                rgb = self.rgb.get(key, np.zeros((*truth.shape, 3), np.uint8))
+                stats.sample = (rgb, colorize(truth), colorize(mask))
+        for store in (self.truth, self.rgb, self.rig_time, self.pending):  # bounded memory: keep ~10 s
+            for key in sorted(store)[:-100]:
+                store.pop(key)
+
+    def _check_done(self) -> None:
+        if self.started is not None and not self.done and self.now() - self.started > self.duration + 1.0:
+            self.done = True
+            self.report()
+            raise SystemExit(0)
+
+    def report(self) -> dict:
+        rows = []
+        for s in self.stats:
+            span = s.phase.end - s.phase.start
+            lat = np.median(s.latencies_ms) if s.latencies_ms else float("nan")
+            iou = s.confusion.compute()
+            used = s.subsets.most_common(1)[0][0] if s.subsets else "none"
+            rows.append({
+                "start_s": s.phase.start, "end_s": s.phase.end, "live": s.phase.name, "subset": used,
+                "subsets_seen": dict(s.subsets), "masks": s.masks, "rate_hz": s.masks / span,
+                "latency_ms_median": float(lat), "miou_present": iou.miou_present if s.masks else None,
+                "switch_s": s.first_switch_s,
+            })
+        header = "| phase (s) | sensors live | subset used | masks | rate (Hz) | latency (ms) | mIoU | switch (s) |"
+        lines = [header, "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            miou = f"{r['miou_present']:.1f}" if r["miou_present"] is not None else "n/a"
+            switch = f"{r['switch_s']:.2f}" if r["switch_s"] is not None else "n/a"
+            lines.append(f"| {r['start_s']:.0f}-{r['end_s']:.0f} | {r['live']} | {r['subset']} | {r['masks']} | "
+                         f"{r['rate_hz']:.1f} | {r['latency_ms_median']:.0f} | {miou} | {switch} |")
+        table = "\n".join(lines)
+        print("\nCHARM node on the synthetic rig (mIoU over the classes present, per phase):\n" + table, flush=True)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        summary = {"duration_s": self.duration, "phases": rows}
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        samples = [s for s in self.stats if s.sample is not None]
+        if samples:
+            sheet = contact_sheet([list(s.sample) for s in samples], row_labels=[s.phase.name for s in samples],
+                                  col_labels=["rgb input", "ground truth", "prediction"], tile_hw=(160, 160))
+            cv2.imwrite(str(self.out_dir / "contact_sheet.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+        print(f"wrote {self.out_dir / 'summary.json'} and {self.out_dir / 'contact_sheet.png'}", flush=True)
+        return summary
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(DemoReport, "demo_report", args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

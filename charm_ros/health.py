@@ -1,0 +1,92 @@
+"""What the node reports on /diagnostics, decided without ROS so it can be tested directly.
+
+Levels: OK (every enabled sensor alive, model fine), WARN (running on a degraded subset, or frames
+being dropped/rejected), ERROR (no sensor alive, or the model failed on the last frame).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+OK, WARN, ERROR = 0, 1, 2
+LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR"}
+
+
+@dataclass
+class ModalityHealth:
+    name: str
+    alive: bool
+    age: float | None          # seconds since the last valid message (None: never)
+    rate_hz: float
+    received: int
+    used: int
+    dropped: int
+    rejected: int
+    last_error: str = ""
+
+
+@dataclass
+class PipelineHealth:
+    enabled: tuple[str, ...]
+    modalities: list[ModalityHealth]
+    subset: tuple[str, ...]            # of the last published frame
+    frames: int                        # published
+    frames_dropped: int                # superseded before inference (latest wins)
+    frames_skipped: int                # could not be processed (e.g. no CameraInfo)
+    inference_ms: float | None
+    end_to_end_ms: float | None
+    output_rate_hz: float
+    model_error: str = ""
+    gpu_memory_mb: float | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StatusReport:
+    name: str
+    level: int
+    message: str
+    values: dict[str, str]
+
+
+def assess(health: PipelineHealth) -> list[StatusReport]:
+    """One status for the pipeline, then one per enabled modality."""
+    alive = tuple(m.name for m in health.modalities if m.alive)
+    missing = [m for m in health.enabled if m not in alive]
+    if health.model_error:
+        level, message = ERROR, f"model failure: {health.model_error}"
+    elif not alive:
+        level, message = ERROR, "no sensor input alive"
+    elif missing:
+        level, message = WARN, f"degraded: running on {'+'.join(alive)} (no {', '.join(missing)})"
+    else:
+        level, message = OK, f"running on {'+'.join(alive)}"
+    values = {
+        "alive": "+".join(alive) or "none",
+        "subset": "+".join(health.subset) or "none",
+        "frames": str(health.frames),
+        "frames_dropped": str(health.frames_dropped),
+        "frames_skipped": str(health.frames_skipped),
+        "output_rate_hz": f"{health.output_rate_hz:.2f}",
+        "inference_ms": _fmt(health.inference_ms),
+        "end_to_end_ms": _fmt(health.end_to_end_ms),
+        **({"gpu_memory_mb": f"{health.gpu_memory_mb:.0f}"} if health.gpu_memory_mb is not None else {}),
+        **health.extra,
+    }
+    reports = [StatusReport("charm: pipeline", level, message, values)]
+    for m in health.modalities:
+        if not m.alive:
+            m_level, m_message = WARN, ("no message yet" if m.age is None else f"stale for {m.age:.1f} s")
+        elif m.rejected and m.last_error:
+            m_level, m_message = OK, f"alive (rejected some: {m.last_error})"
+        else:
+            m_level, m_message = OK, "alive"
+        reports.append(StatusReport(f"charm: {m.name}", m_level, m_message, {
+            "alive": str(m.alive).lower(), "age_s": _fmt(m.age, 3), "rate_hz": f"{m.rate_hz:.2f}",
+            "received": str(m.received), "used": str(m.used), "dropped": str(m.dropped),
+            "rejected": str(m.rejected), "last_error": m.last_error,
+        }))
+    return reports
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,278 @@
+"""The `charm` node: synchronize whichever sensors are alive, run CHARM on that subset, publish masks.
+
+Callbacks only convert and enqueue; one worker thread takes the newest complete frame (older ones are
+dropped and counted), runs the shared Pipeline and publishes. A sensor dying or returning changes the
+subset on the next frame: no restart, no stall.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import String
+
+from charm_core.classes import colorize
+from charm_core.inference import Predictor
+from charm_core.modalities import MODALITIES, subset_name
+from charm_core.visualize import confidence_to_mono8, overlay
+from charm_ros import conversions
+from charm_ros.health import PipelineHealth, ModalityHealth, assess
+from charm_ros.node_config import PARAMETERS, SPECS, ConfigError, NodeConfig, check_value, validate
+from charm_ros.pipeline import FrameSkipped, Pipeline, PipelineConfig, Result
+from charm_ros.run_node import run_node
+from charm_ros.sync import Synchronizer
+
+DEFAULT_INPUT_SIZE = (256, 256)
+
+
+@dataclass
+class Counters:
+    rejected: dict[str, int] = field(default_factory=lambda: {m: 0 for m in MODALITIES})
+    last_error: dict[str, str] = field(default_factory=lambda: {m: "" for m in MODALITIES})
+    frames: int = 0
+    frames_dropped: int = 0
+    frames_skipped: int = 0
+    publish_times: deque = field(default_factory=lambda: deque(maxlen=50))
+    inference_ms: float | None = None
+    end_to_end_ms: float | None = None
+    model_error: str = ""
+    subset: tuple[str, ...] = ()
+
+
+class CharmNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("charm", **kwargs)
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, ParameterDescriptor(
+                description=spec.description, read_only=not spec.dynamic))
+        self.config: NodeConfig = validate({p.name: self.get_parameter(p.name).value for p in PARAMETERS})
+        predictor = Predictor.from_checkpoint(self.config.checkpoint, device=self.config.device,
+                                              precision=self.config.precision)
+        size = self.config.input_size or tuple(predictor.info.provenance.get("input_size", DEFAULT_INPUT_SIZE))
+        self.pipeline = Pipeline(predictor, PipelineConfig(input_size=tuple(size), geometry=self.config.geometry,
+                                                           min_confidence=self.config.min_confidence))
+        self.sync = Synchronizer(self.config.sync)
+        self.counters = Counters()
+        self.lock = threading.Condition()
+        self.stopping = threading.Event()
+        self.last_level: tuple | None = None
+        self.last_diag_time = 0.0
+
+        self._create_interfaces(predictor)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.worker = threading.Thread(target=self._work, name="charm_inference", daemon=True)
+        self.worker.start()
+        self.get_logger().info(
+            f"CHARM on {predictor.device} ({predictor.precision}), input {size[0]}x{size[1]}, "
+            f"modalities {', '.join(self.config.enabled)}, checkpoint {self.config.checkpoint}")
+
+    # ------------------------------------------------------------------ interfaces
+    def _create_interfaces(self, predictor: Predictor) -> None:
+        cfg = self.config
+        reliability = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+        sensor_qos = QoSProfile(depth=cfg.input_depth, history=HistoryPolicy.KEEP_LAST,
+                                reliability=reliability[cfg.input_reliability])
+        out_qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST,
+                             reliability=reliability[cfg.output_reliability])
+        inputs = MutuallyExclusiveCallbackGroup()
+        for m in cfg.enabled:
+            msg_type = PointCloud2 if m == "lidar" else Image
+            self.create_subscription(msg_type, cfg.topics[m], lambda msg, m=m: self._on_sensor(m, msg),
+                                     sensor_qos, callback_group=inputs)
+        for m in ("rgb", "depth"):
+            if m in cfg.enabled or m == "rgb":
+                self.create_subscription(CameraInfo, cfg.camera_info_topics[m],
+                                         lambda msg, m=m: self._on_camera_info(m, msg), sensor_qos,
+                                         callback_group=inputs)
+        self.pubs = {
+            "mask": self.create_publisher(Image, "~/mask", out_qos),
+            "color_mask": self.create_publisher(Image, "~/color_mask", out_qos),
+            "overlay": self.create_publisher(Image, "~/overlay", out_qos),
+            "confidence": self.create_publisher(Image, "~/confidence", out_qos),
+            "camera_info": self.create_publisher(CameraInfo, "~/camera_info", out_qos),
+            "subset": self.create_publisher(String, "~/subset", out_qos),
+        }
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.labels_pub = self.create_publisher(String, "~/labels", latched)
+        self.labels_pub.publish(String(data=json.dumps({
+            "classes": list(predictor.class_names), "palette": np.asarray(predictor.palette).tolist(),
+            "no_data": 255})))
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(min(0.25, cfg.diagnostics_period), self._diagnostics_tick,
+                          callback_group=MutuallyExclusiveCallbackGroup())
+
+    # ------------------------------------------------------------------ callbacks: convert + enqueue only
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_sensor(self, modality: str, msg) -> None:
+        try:
+            sample = self.pipeline.accept(modality, msg)
+        except (conversions.ConversionError, ValueError) as exc:
+            self._reject(modality, str(exc))
+            return
+        with self.lock:
+            self.sync.add(modality, sample.stamp, sample, self.now())
+            self.lock.notify()
+
+    def _on_camera_info(self, modality: str, msg: CameraInfo) -> None:
+        try:
+            self.pipeline.accept_camera_info(modality, msg)
+        except (conversions.ConversionError, ValueError) as exc:
+            self._reject(modality, f"CameraInfo: {exc}")
+
+    def _reject(self, modality: str, reason: str) -> None:
+        self.counters.rejected[modality] += 1
+        self.counters.last_error[modality] = reason
+        self.get_logger().warning(f"rejected {modality} message: {reason}", throttle_duration_sec=5.0)
+
+    # ------------------------------------------------------------------ worker: newest frame wins
+    def _work(self) -> None:
+        while not self.stopping.is_set():
+            with self.lock:
+                frames = self.sync.poll(self.now())
+                if not frames:
+                    self.lock.wait(0.005)
+                    continue
+            self.counters.frames_dropped += len(frames) - 1
+            frame = frames[-1]
+            if not self._anyone_listening():
+                continue
+            try:
+                result = self.pipeline.process(frame)
+            except FrameSkipped as exc:
+                self.counters.frames_skipped += 1
+                self.get_logger().warning(f"frame skipped: {exc}", throttle_duration_sec=5.0)
+                continue
+            except Exception as exc:  # a model failure must not kill the node; it is reported as ERROR
+                self.counters.model_error = f"{type(exc).__name__}: {exc}"
+                self.get_logger().error(f"inference failed: {self.counters.model_error}", throttle_duration_sec=5.0)
+                continue
+            self.counters.model_error = ""
+            self._publish(result)
+
+    def _anyone_listening(self) -> bool:
+        return any(pub.get_subscription_count() > 0 for pub in self.pubs.values())
+
+    def _publish(self, result: Result) -> None:
+        cfg = self.config
+        header = result.frame.data[result.frame.reference].header
+        want = {name: cfg.outputs[name] and pub.get_subscription_count() > 0 for name, pub in self.pubs.items()}
+        if want["mask"]:
+            self.pubs["mask"].publish(conversions.numpy_to_image(result.labels, "mono8", header))
+        if want["color_mask"]:
+            self.pubs["color_mask"].publish(
+                conversions.numpy_to_image(colorize(result.labels, self.pipeline.predictor.palette), "rgb8", header))
+        if want["overlay"]:
+            blended = overlay(result.background, result.labels, cfg.overlay_alpha, self.pipeline.predictor.palette)
+            self.pubs["overlay"].publish(conversions.numpy_to_image(blended, "rgb8", header))
+        if want["confidence"]:
+            self.pubs["confidence"].publish(
+                conversions.numpy_to_image(confidence_to_mono8(result.confidence), "mono8", header))
+        if want["camera_info"] and result.K is not None:
+            info = conversions.k_to_camera_info(result.K, result.labels.shape[:2], header)
+            self.pubs["camera_info"].publish(info)
+        if want["subset"]:
+            self.pubs["subset"].publish(String(data=subset_name(result.subset)))
+        c = self.counters
+        c.frames += 1
+        c.publish_times.append(time.monotonic())
+        c.inference_ms = result.forward_ms
+        c.end_to_end_ms = (self.now() - result.frame.stamp) * 1e3
+        if result.subset != c.subset:
+            c.subset = result.subset
+            self.get_logger().info(f"subset now {subset_name(result.subset)}")
+
+    # ------------------------------------------------------------------ diagnostics
+    def health(self) -> PipelineHealth:
+        now = self.now()
+        with self.lock:
+            alive = set(self.sync.alive(now))
+            stats = self.sync.stats()
+        modalities = []
+        for m in self.config.enabled:
+            s = stats[m]
+            age = None if s.last_arrival is None else max(0.0, now - s.last_arrival)
+            modalities.append(ModalityHealth(
+                name=m, alive=m in alive, age=age, rate_hz=s.rate_hz if m in alive else 0.0,
+                received=s.received, used=s.used, dropped=s.dropped + s.duplicates + s.out_of_order,
+                rejected=self.counters.rejected[m], last_error=self.counters.last_error[m]))
+        c = self.counters
+        times = list(c.publish_times)
+        recent = [t for t in times if t > time.monotonic() - 3.0]
+        rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 2 and recent[-1] > recent[0] else 0.0
+        gpu = None
+        if self.pipeline.predictor.device.type == "cuda":
+            gpu = torch.cuda.max_memory_allocated(self.pipeline.predictor.device) / 2 ** 20
+        return PipelineHealth(
+            enabled=self.config.enabled, modalities=modalities, subset=c.subset, frames=c.frames,
+            frames_dropped=c.frames_dropped, frames_skipped=c.frames_skipped, inference_ms=c.inference_ms,
+            end_to_end_ms=c.end_to_end_ms, output_rate_hz=rate, model_error=c.model_error, gpu_memory_mb=gpu)
+
+    def _diagnostics_tick(self) -> None:
+        reports = assess(self.health())
+        state = tuple((r.level, r.values.get("alive")) for r in reports[:1]) + (self.counters.subset,)
+        due = time.monotonic() - self.last_diag_time >= self.config.diagnostics_period
+        if not due and state == self.last_level:
+            return
+        self.last_level = state
+        self.last_diag_time = time.monotonic()
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        for r in reports:
+            msg.status.append(DiagnosticStatus(
+                level=bytes([r.level]), name=f"{self.get_fully_qualified_name()}: {r.name.split(': ')[1]}",
+                message=r.message, hardware_id="charm",
+                values=[KeyValue(key=k, value=v) for k, v in r.values.items()]))
+        self.diag_pub.publish(msg)
+
+    # ------------------------------------------------------------------ run-time parameter changes
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for p in params:
+            if p.name not in SPECS:
+                continue
+            if not SPECS[p.name].dynamic:
+                return SetParametersResult(successful=False, reason=f"{p.name} can only be set at start")
+            try:
+                check_value(p.name, p.value)
+            except ConfigError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        values = dict(self.config.raw)
+        values.update({p.name: p.value for p in params if p.name in SPECS})
+        try:
+            new = validate(values)
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        with self.lock:
+            self.config = new
+            self.sync.config = new.sync
+            self.pipeline.config.min_confidence = new.min_confidence
+        return SetParametersResult(successful=True)
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        with self.lock:
+            self.lock.notify_all()
+        self.worker.join(timeout=5.0)
+
+
+def main(args: list[str] | None = None) -> int:
+    # two executor threads: sensor callbacks keep converting while diagnostics are published
+    return run_node(CharmNode, "charm", args, threads=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

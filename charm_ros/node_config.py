@@ -1,0 +1,224 @@
+"""The node's parameters: one table (name, default, description, whether it may change at run time)
+and a ROS-free validator that turns the values into a NodeConfig or a clear error.
+
+The node declares every entry with a ParameterDescriptor built from this table, and config/charm.param.yaml
+documents the same names, so there is one source of truth (a test keeps the YAML in step).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from charm_core.encoders import SensorGeometry
+from charm_core.modalities import MODALITIES
+from charm_ros.paths import share_path
+from charm_ros.sync import ModalityConfig, SyncConfig
+
+DEFAULT_CHECKPOINT = "models/charm_tiny_synthetic.safetensors"
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "fp16", "bf16")
+RELIABILITIES = ("best_effort", "reliable")
+OUTPUTS = ("mask", "color_mask", "overlay", "confidence", "camera_info", "subset")
+
+# REP-103 LiDAR frame (x forward, y left, z up) -> camera optical frame (x right, y down, z forward), no offset.
+LIDAR_TO_OPTICAL = [0.0, -1.0, 0.0, 0.0,
+                    0.0, 0.0, -1.0, 0.0,
+                    1.0, 0.0, 0.0, 0.0,
+                    0.0, 0.0, 0.0, 1.0]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    dynamic: bool = False          # may change while running
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+
+
+def _modality_params(m: str) -> list[ParamSpec]:
+    return [
+        ParamSpec(f"{m}.enabled", True, f"subscribe to and use the {m} sensor"),
+        ParamSpec(f"{m}.topic", f"~/{m}/points" if m == "lidar" else f"~/{m}/image",
+                  f"{m} input topic (remapping the default private topic works too)"),
+        ParamSpec(f"{m}.time_offset", 0.0, f"seconds added to {m} header stamps (latency calibration)",
+                  dynamic=True),
+        ParamSpec(f"{m}.stale_timeout", 0.5, f"{m} counts as alive if a valid message arrived within this many s",
+                  dynamic=True, minimum=0.01),
+    ]
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    *[p for m in MODALITIES for p in _modality_params(m)],
+    ParamSpec("rgb.camera_info_topic", "~/rgb/camera_info", "CameraInfo of the RGB camera (defines the mask frame)"),
+    ParamSpec("depth.camera_info_topic", "~/depth/camera_info", "CameraInfo of the depth camera"),
+    ParamSpec("sync.reference_priority", list(MODALITIES),
+              "reference modality priority among the alive ones (first = preferred)"),
+    ParamSpec("sync.max_skew", 0.05, "max |stamp difference| (s) for messages to belong to one frame",
+              dynamic=True, minimum=0.0),
+    ParamSpec("sync.timeout", 0.1, "after the reference arrives, wait at most this long (s) for the others",
+              dynamic=True, minimum=0.0),
+    ParamSpec("sync.buffer_size", 10, "messages kept per modality", minimum=1),
+    ParamSpec("model.checkpoint", DEFAULT_CHECKPOINT,
+              "safetensors checkpoint (absolute, or relative to the package share directory)"),
+    ParamSpec("model.device", "auto", "auto (CUDA if present, else CPU), cpu or cuda", choices=DEVICES),
+    ParamSpec("model.precision", "fp32", "fp32, or fp16/bf16 on CUDA", choices=PRECISIONS),
+    ParamSpec("model.input_size", [0, 0], "network input [height, width]; [0, 0] = the checkpoint's training size"),
+    ParamSpec("geometry.camera_height", 1.6, "camera optical centre above the ground (m), for the depth encoding",
+              minimum=0.0),
+    ParamSpec("geometry.camera_pitch", 0.0, "camera pitch (rad, positive = looking down)"),
+    ParamSpec("geometry.lidar_to_camera", LIDAR_TO_OPTICAL,
+              "4x4 row-major transform from the LiDAR frame to the camera optical frame"),
+    *[ParamSpec(f"outputs.{name}", True, f"publish ~/{name}", dynamic=True) for name in OUTPUTS],
+    ParamSpec("outputs.overlay_alpha", 0.5, "colour-mask weight in ~/overlay (0..1)", dynamic=True, minimum=0.0),
+    ParamSpec("outputs.min_confidence", 0.0, "pixels below this confidence are 255 (no data) on ~/mask",
+              dynamic=True, minimum=0.0),
+    ParamSpec("qos.input_depth", 5, "history depth of the sensor subscriptions", minimum=1),
+    ParamSpec("qos.input_reliability", "best_effort", "best_effort matches every publisher", choices=RELIABILITIES),
+    ParamSpec("qos.output_reliability", "reliable", "QoS reliability of the outputs", choices=RELIABILITIES),
+    ParamSpec("diagnostics.period", 1.0, "seconds between /diagnostics messages (also sent on change)",
+              minimum=0.05),
+)
+SPECS = {p.name: p for p in PARAMETERS}
+
+
+@dataclass
+class NodeConfig:
+    enabled: tuple[str, ...]
+    topics: dict[str, str]
+    camera_info_topics: dict[str, str]
+    sync: SyncConfig
+    checkpoint: str
+    device: str
+    precision: str
+    input_size: tuple[int, int] | None
+    geometry: SensorGeometry
+    outputs: dict[str, bool]
+    overlay_alpha: float
+    min_confidence: float
+    input_depth: int
+    input_reliability: str
+    output_reliability: str
+    diagnostics_period: float
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+class ConfigError(ValueError):
+    """A parameter value the node cannot run with; the message names the parameter."""
+
+
+def validate(values: dict[str, Any]) -> NodeConfig:
+    """Check every parameter (defaults filled in) and build the NodeConfig; raise ConfigError if invalid."""
+    unknown = sorted(set(values) - set(SPECS))
+    if unknown:
+        raise ConfigError(f"unknown parameters {unknown}")
+    v = {name: values.get(name, spec.default) for name, spec in SPECS.items()}
+    for name, spec in SPECS.items():
+        check_value(name, v[name])
+
+    enabled = tuple(m for m in MODALITIES if v[f"{m}.enabled"])
+    if not enabled:
+        raise ConfigError("every modality is disabled: enable at least one of " + ", ".join(MODALITIES))
+    priority = list(v["sync.reference_priority"])
+    bad = sorted(set(priority) - set(MODALITIES))
+    if bad or len(set(priority)) != len(priority):
+        raise ConfigError(f"sync.reference_priority must list distinct modalities of {list(MODALITIES)}, got {priority}")
+    ordered = [m for m in priority if m in enabled] + [m for m in enabled if m not in priority]
+    sync = SyncConfig(
+        modalities=[ModalityConfig(m, time_offset=float(v[f"{m}.time_offset"]),
+                                   stale_timeout=float(v[f"{m}.stale_timeout"])) for m in ordered],
+        max_skew=float(v["sync.max_skew"]), timeout=float(v["sync.timeout"]),
+        buffer_size=int(v["sync.buffer_size"]))
+
+    size = [int(x) for x in v["model.input_size"]]
+    if len(size) != 2 or (size != [0, 0] and min(size) < 32):
+        raise ConfigError(f"model.input_size must be [height, width] >= 32 (or [0, 0]), got {size}")
+    transform = np.asarray(v["geometry.lidar_to_camera"], dtype=np.float64)
+    if transform.size != 16:
+        raise ConfigError(f"geometry.lidar_to_camera needs 16 numbers (4x4 row-major), got {transform.size}")
+    transform = transform.reshape(4, 4)
+    rotation = transform[:3, :3]
+    if not np.allclose(transform[3], [0, 0, 0, 1]) or not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-3):
+        raise ConfigError("geometry.lidar_to_camera must be a rigid transform (orthonormal rotation, last row 0 0 0 1)")
+
+    return NodeConfig(
+        enabled=enabled,
+        topics={m: v[f"{m}.topic"] for m in MODALITIES},
+        camera_info_topics={m: v[f"{m}.camera_info_topic"] for m in ("rgb", "depth")},
+        sync=sync,
+        checkpoint=resolve_checkpoint(v["model.checkpoint"]),
+        device=v["model.device"], precision=v["model.precision"],
+        input_size=None if size == [0, 0] else (size[0], size[1]),
+        geometry=SensorGeometry(camera_height=float(v["geometry.camera_height"]),
+                                camera_pitch=float(v["geometry.camera_pitch"]), T_cam_lidar=transform),
+        outputs={name: bool(v[f"outputs.{name}"]) for name in OUTPUTS},
+        overlay_alpha=float(v["outputs.overlay_alpha"]), min_confidence=float(v["outputs.min_confidence"]),
+        input_depth=int(v["qos.input_depth"]), input_reliability=v["qos.input_reliability"],
+        output_reliability=v["qos.output_reliability"], diagnostics_period=float(v["diagnostics.period"]),
+        raw=v,
+    )
+
+
+def check_value(name: str, value: Any) -> None:
+    """Validate one value against its spec (used at start and for run-time changes)."""
+    spec = SPECS[name]
+    default = spec.default
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:
+        ok = isinstance(value, (list, tuple))
+    if not ok:
+        raise ConfigError(f"parameter {name} must be of the type of {default!r}, got {value!r}")
+    if spec.choices and value not in spec.choices:
+        raise ConfigError(f"parameter {name} must be one of {list(spec.choices)}, got {value!r}")
+    if spec.minimum is not None and value < spec.minimum:
+        raise ConfigError(f"parameter {name} must be >= {spec.minimum}, got {value!r}")
+    if name == "outputs.overlay_alpha" and value > 1.0:
+        raise ConfigError(f"parameter {name} must be in [0, 1], got {value!r}")
+    if name == "outputs.min_confidence" and value > 1.0:
+        raise ConfigError(f"parameter {name} must be in [0, 1], got {value!r}")
+
+
+def load_param_file(path: str | Path, node_name: str = "charm") -> dict[str, Any]:
+    """Flat {dotted.name: value} from a ROS 2 parameter file (`/**` and `<node_name>` sections merged),
+    so tools outside ROS (the bag evaluator) run with exactly the node's parameters."""
+    doc = yaml.safe_load(Path(path).read_text()) or {}
+    values: dict[str, Any] = {}
+    for section in ("/**", node_name, f"/{node_name}"):
+        params = (doc.get(section) or {}).get("ros__parameters", {})
+        values.update(_flatten(params))
+    if not values:
+        raise ConfigError(f"{path}: no ros__parameters for '/**' or '{node_name}'")
+    return values
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resolve_checkpoint(path: str) -> str:
+    """Absolute paths and existing relative ones are kept; other relative paths are looked up under the
+    package share directory (where models/ is installed)."""
+    if not path:
+        raise ConfigError("model.checkpoint is empty")
+    if Path(path).is_absolute() or Path(path).exists():
+        return str(Path(path).resolve())
+    return str(share_path(path))

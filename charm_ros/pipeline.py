@@ -1,0 +1,156 @@
+"""The node's perception logic without ROS: synchronized sensor samples in, segmentation results out.
+
+The live node and the rosbag evaluator both drive this class, so identical inputs give identical
+masks on- and offline. Nothing here imports rclpy.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from charm_core.encoders import FrameEncoder, SensorGeometry, frame_to_network
+from charm_core.inference import Predictor
+from charm_core.modalities import MODALITIES
+from charm_ros import conversions
+from charm_ros.sync import Frame
+
+# Sensors whose encoding needs camera intrinsics (back-projection / projection).
+NEEDS_CAMERA = ("depth", "lidar")
+
+
+@dataclass
+class SensorSample:
+    """One converted message: the array the encoders take, plus the header to copy onto outputs."""
+
+    array: np.ndarray   # rgb/event: HxWx3 uint8; depth: HxW float32 metres (0 = invalid); lidar: Nx4 float32
+    stamp: float        # header stamp, seconds
+    frame_id: str
+    header: Any = None  # the original message header (copied verbatim onto outputs by the node)
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    K: np.ndarray
+    hw: tuple[int, int]
+
+
+@dataclass
+class PipelineConfig:
+    input_size: tuple[int, int] = (256, 256)
+    geometry: SensorGeometry = field(default_factory=SensorGeometry)
+    min_confidence: float = 0.0  # pixels below it become 255 (no data) on ~/mask
+
+
+@dataclass
+class Result:
+    frame: Frame
+    subset: tuple[str, ...]       # the modalities actually fed to the model (canonical order)
+    labels: np.ndarray            # hxw uint8 class ids at mask resolution (unpadded), 255 = no data
+    confidence: np.ndarray        # hxw float32 max softmax probability
+    background: np.ndarray        # hxwx3 uint8 image for the overlay (RGB when present)
+    K: np.ndarray | None          # intrinsics of the mask image (~/camera_info); None without CameraInfo
+    skipped: dict[str, str]       # modality -> why it was in the frame but not used
+    encode_ms: float
+    forward_ms: float
+
+
+class FrameSkipped(Exception):
+    """No modality of a synchronized frame could be encoded (e.g. LiDAR only and no CameraInfo yet)."""
+
+
+class Pipeline:
+    """Encodes a synchronized Frame with the shared charm_core encoders and runs the predictor on it."""
+
+    def __init__(self, predictor: Predictor, config: PipelineConfig) -> None:
+        self.predictor = predictor
+        self.config = config
+        self.encoder = FrameEncoder(tuple(config.input_size), config.geometry)
+        self.cameras: dict[str, CameraModel] = {}
+
+    def set_camera(self, modality: str, K: np.ndarray, hw: tuple[int, int]) -> None:
+        """Latest CameraInfo of the rgb or depth camera."""
+        if modality not in ("rgb", "depth"):
+            raise ValueError(f"camera info is taken for rgb or depth, not {modality!r}")
+        self.cameras[modality] = CameraModel(np.asarray(K, dtype=np.float64), (int(hw[0]), int(hw[1])))
+
+    def accept_camera_info(self, modality: str, msg: Any) -> None:
+        """A CameraInfo message (rclpy or rosbags); raises ConversionError if unusable."""
+        K, hw = conversions.camera_info_to_k(msg)
+        self.set_camera(modality, K, hw)
+
+    def accept(self, modality: str, msg: Any) -> SensorSample:
+        """Convert and check one sensor message (rclpy or rosbags); raises ConversionError with the reason.
+
+        The node's callbacks and the bag evaluator both come through here, so both reject the same
+        messages: undecodable ones, empty clouds, depth without a valid pixel, images whose size
+        contradicts their CameraInfo."""
+        if modality == "lidar":
+            array = conversions.pointcloud2_to_xyzi(msg)
+            if len(array) == 0:
+                raise conversions.ConversionError("point cloud has no finite points")
+        elif modality == "depth":
+            array = conversions.image_to_depth_m(msg)
+            if not np.any(array > 0):
+                raise conversions.ConversionError("depth image has no valid pixel (all 0/NaN/inf)")
+        elif modality in ("rgb", "event"):
+            array = conversions.image_to_rgb(msg)
+        else:
+            raise ValueError(f"unknown modality {modality!r}")
+        camera = self.cameras.get(modality)
+        if camera is not None and array.shape[:2] != camera.hw:
+            raise conversions.ConversionError(f"{modality} image is {array.shape[1]}x{array.shape[0]} but its "
+                                              f"CameraInfo says {camera.hw[1]}x{camera.hw[0]}")
+        return SensorSample(array=array, stamp=conversions.stamp_to_sec(msg.header.stamp),
+                            frame_id=msg.header.frame_id, header=msg.header)
+
+    def reference_camera(self) -> CameraModel | None:
+        """The camera that defines the network image: the RGB camera, else the depth camera, else None."""
+        return self.cameras.get("rgb") or self.cameras.get("depth")
+
+    def process(self, frame: Frame) -> Result:
+        start = time.perf_counter()
+        data: dict[str, SensorSample] = frame.data
+        camera = self.reference_camera()
+        skipped: dict[str, str] = {}
+        if camera is None:
+            for name in NEEDS_CAMERA:
+                if name in data:
+                    skipped[name] = "no CameraInfo received yet"
+            images_hw = [data[m].array.shape[:2] for m in ("rgb", "event") if m in data]
+            if not images_hw:
+                raise FrameSkipped("no CameraInfo received yet: depth/LiDAR cannot be encoded")
+            camera_hw, K = images_hw[0], _nominal_k(images_hw[0])
+        else:
+            camera_hw, K = camera.hw, camera.K
+        usable = {m: s.array for m, s in data.items() if m not in skipped}
+        depth_camera = self.cameras.get("depth")
+        images = self.encoder.encode(
+            K=K, image_hw=camera_hw,
+            rgb=usable.get("rgb"), event=usable.get("event"), lidar=usable.get("lidar"),
+            depth=usable.get("depth"),
+            depth_K=None if depth_camera is None else depth_camera.K,
+        )
+        network = frame_to_network(images)
+        encoded = time.perf_counter()
+        labels, confidence = self.predictor.predict(network)
+        box = self.encoder.letterbox(camera_hw)
+        labels = box.crop(labels)
+        confidence = box.crop(confidence)
+        if self.config.min_confidence > 0:
+            labels = np.where(confidence < self.config.min_confidence, np.uint8(255), labels)
+        first = next(m for m in MODALITIES if m in images)
+        background = box.crop(images["rgb"] if "rgb" in images else images[first])
+        return Result(frame=frame, subset=tuple(m for m in MODALITIES if m in images),
+                      labels=np.ascontiguousarray(labels), confidence=np.ascontiguousarray(confidence),
+                      background=np.ascontiguousarray(background),
+                      K=None if camera is None else box.intrinsics(K), skipped=skipped,
+                      encode_ms=(encoded - start) * 1e3, forward_ms=self.predictor.last_forward_ms)
+
+
+def _nominal_k(hw: tuple[int, int]) -> np.ndarray:
+    """Intrinsics used only to letterbox RGB/event images while no CameraInfo exists (sizes matter, not K)."""
+    h, w = hw
+    return np.array([[w, 0, (w - 1) / 2], [0, w, (h - 1) / 2], [0, 0, 1]], dtype=np.float64)

@@ -1,0 +1,163 @@
+"""`charm_sim_rig`: the synthetic street world published as real sensor topics, with scripted dropouts.
+
+A camera (with co-located LiDAR and event camera) drives along the procedural street of
+charm_core.data.synthetic; every tick renders one frame and publishes RGB / depth / event Images,
+a LiDAR PointCloud2, CameraInfo and the ground-truth labels, all stamped with the capture time.
+Sensors listed in `dropouts` ("depth:5-10,rgb:12-20", seconds since start) stay silent meanwhile.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header, String
+
+from charm_core.data.synthetic import CASES, CONDITIONS, SensorFrame, World
+from charm_core.modalities import MODALITIES
+from charm_ros import conversions
+from charm_ros.dropouts import dropped_at, parse_dropouts
+from charm_ros.run_node import run_node
+
+DEPTH_ENCODINGS = ("32FC1", "16UC1")
+RGB_ENCODINGS = ("rgb8", "bgr8")
+# Topics relative to the rig (the live rig publishes them as ~/<name>, bags record /sim_rig/<name>).
+SENSOR_TOPICS = {"rgb": "rgb/image", "depth": "depth/image", "event": "event/image", "lidar": "lidar/points"}
+INFO_TOPICS = {"rgb": "rgb/camera_info", "depth": "depth/camera_info"}
+TRUTH_TOPIC = "ground_truth"
+
+
+@dataclass(frozen=True)
+class RigEncoding:
+    depth: str = "32FC1"      # 32FC1 (m) or 16UC1 (mm)
+    rgb: str = "rgb8"         # rgb8 or bgr8
+    frame_id: str = "camera_optical_frame"
+    lidar_frame_id: str = "lidar"
+
+    def __post_init__(self) -> None:
+        if self.depth not in DEPTH_ENCODINGS:
+            raise ValueError(f"depth encoding must be one of {DEPTH_ENCODINGS}, got {self.depth!r}")
+        if self.rgb not in RGB_ENCODINGS:
+            raise ValueError(f"rgb encoding must be one of {RGB_ENCODINGS}, got {self.rgb!r}")
+
+
+def frame_messages(frame: SensorFrame, stamp: Time, modalities: Iterable[str], encoding: RigEncoding
+                   ) -> dict[str, object]:
+    """The messages of one rendered frame: relative topic -> message, all with the same stamp.
+
+    Used by the live rig and by charm-bag-record, so recorded bags hold exactly what the rig publishes."""
+    header = Header(stamp=stamp, frame_id=encoding.frame_id)
+    out: dict[str, object] = {}
+    for m in modalities:
+        if m == "rgb":
+            rgb = frame.rgb if encoding.rgb == "rgb8" else np.ascontiguousarray(frame.rgb[:, :, ::-1])
+            msg = conversions.numpy_to_image(rgb, encoding.rgb, header)
+        elif m == "depth":
+            depth = frame.depth if encoding.depth == "32FC1" else \
+                np.clip(np.round(frame.depth * 1000.0), 0, 65535).astype(np.uint16)
+            msg = conversions.numpy_to_image(depth, encoding.depth, header)
+        elif m == "event":
+            msg = conversions.numpy_to_image(frame.event, "rgb8", header)
+        else:
+            msg = conversions.xyzi_to_pointcloud2(frame.lidar, header, frame_id=encoding.lidar_frame_id)
+        out[SENSOR_TOPICS[m]] = msg
+        if m in INFO_TOPICS:
+            out[INFO_TOPICS[m]] = conversions.k_to_camera_info(frame.K, frame.rgb.shape[:2], header)
+    out[TRUTH_TOPIC] = conversions.numpy_to_image(frame.labels, "mono8", header)
+    return out
+
+
+class SimRig(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("sim_rig", **kwargs)
+        p = self._param
+        seed = p("seed", 7, "world seed")
+        size = p("size", [256, 256], "image [height, width]")
+        self.fps = p("fps", 10.0, "frames per second (render rate)")
+        condition = p("condition", "sun", f"one of {', '.join(CONDITIONS)}")
+        case = p("case", "", f"sensor failure: '' or one of {', '.join(CASES)}")
+        self.dropouts = parse_dropouts(p("dropouts", "", "e.g. 'depth:5-10,rgb:12-20' (seconds since start)"))
+        self.rates = {m: p(f"{m}.rate", self.fps, f"{m} publish rate (<= fps)") for m in MODALITIES}
+        self.encoding = RigEncoding(
+            depth=p("depth_encoding", "32FC1", "32FC1 (m) or 16UC1 (mm)"),
+            rgb=p("rgb_encoding", "rgb8", "rgb8 or bgr8"),
+            frame_id=p("frame_id", "camera_optical_frame", "frame of the camera images"),
+            lidar_frame_id=p("lidar_frame_id", "lidar", "frame of the point cloud"))
+        self.duration = p("duration", 0.0, "stop after this many seconds (0 = run until shut down)")
+        start_delay = p("start_delay", 0.0, "seconds to wait before the first frame (lets subscribers start)")
+        self._validate(size, condition, case, start_delay)
+
+        self.world = World(seed=seed, size_hw=(size[0], size[1]), condition=condition, case=case or None,
+                           fps=self.fps)
+        qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
+        types = {SENSOR_TOPICS["lidar"]: PointCloud2, **{t: CameraInfo for t in INFO_TOPICS.values()}}
+        topics = [*SENSOR_TOPICS.values(), *INFO_TOPICS.values(), TRUTH_TOPIC]
+        self.pubs = {t: self.create_publisher(types.get(t, Image), f"~/{t}", qos) for t in topics}
+        # per frame: its stamp, the rig time and the sensors published (lets observers align to the schedule)
+        self.status_pub = self.create_publisher(String, "~/status", 10)
+        self.index = 0
+        self.start = time.monotonic() + start_delay
+        self.create_timer(1.0 / self.fps, self._tick)
+        self.get_logger().info(f"synthetic rig: seed {seed}, {size[1]}x{size[0]} @ {self.fps} Hz, {condition}"
+                               f"{'/' + case if case else ''}, dropouts: {p('dropouts', '', '') or 'none'}")
+
+    def _param(self, name: str, default, description: str):
+        if not self.has_parameter(name):
+            self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
+        return self.get_parameter(name).value
+
+    def _validate(self, size: list[int], condition: str, case: str, start_delay: float) -> None:
+        problems = []
+        if len(size) != 2 or min(size) < 16:
+            problems.append(f"size must be [height, width] >= 16, got {size}")
+        if self.fps <= 0:
+            problems.append("fps must be > 0")
+        if start_delay < 0:
+            problems.append("start_delay must be >= 0")
+        if condition not in CONDITIONS:
+            problems.append(f"condition must be one of {CONDITIONS}, got {condition!r}")
+        if case and case not in CASES:
+            problems.append(f"case must be '' or one of {CASES}, got {case!r}")
+        bad_rates = [m for m, r in self.rates.items() if not 0 < r <= self.fps]
+        if bad_rates:
+            problems.append(f"rates of {bad_rates} must be in (0, fps]")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def _due(self, modality: str) -> bool:
+        """Publish `modality` on the frames where its (lower) rate crosses an integer count."""
+        ratio = self.rates[modality] / self.fps
+        return int(self.index * ratio) != int((self.index - 1) * ratio) or self.index == 0
+
+    def _tick(self) -> None:
+        elapsed = time.monotonic() - self.start
+        if elapsed < 0:
+            return
+        if self.duration and elapsed >= self.duration:
+            raise SystemExit(0)
+        frame = self.world.frame_at(self.index / self.fps)
+        silent = dropped_at(self.dropouts, elapsed)
+        live = [m for m in MODALITIES if m not in silent and self._due(m)]
+        stamp = self.get_clock().now().to_msg()
+        for topic, msg in frame_messages(frame, stamp, live, self.encoding).items():
+            self.pubs[topic].publish(msg)
+        self.status_pub.publish(String(data=json.dumps(
+            {"stamp": [stamp.sec, stamp.nanosec], "t": round(elapsed, 4), "frame": self.index, "live": live})))
+        self.index += 1
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(SimRig, "sim_rig", args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

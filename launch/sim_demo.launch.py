@@ -1,0 +1,48 @@
+"""ros2 launch charm_ros sim_demo.launch.py [duration:=40] [dropouts:=...] [rviz:=false]
+
+The synthetic sensor rig with scripted dropouts, the charm node on its topics, and the demo report
+(which ends the launch when done). Same graph as sim_demo.launch.yaml (used by `make demo`)."""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch.conditions import IfCondition
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+DROPOUTS = "depth:8-14,rgb:18-24,lidar:18-24,event:28-32,all:34-36"
+
+
+def generate_launch_description():
+    share = get_package_share_directory("charm_ros")
+    config = os.path.join(share, "config")
+    duration = LaunchConfiguration("duration")
+    dropouts = LaunchConfiguration("dropouts")
+    rig = Node(package="charm_ros", executable="charm_sim_rig", name="sim_rig",
+               parameters=[os.path.join(config, "sim_rig.param.yaml"), {"dropouts": dropouts, "start_delay": 4.0}])
+    node = Node(package="charm_ros", executable="charm_node", name="charm",
+                parameters=[os.path.join(config, "charm.param.yaml")],
+                remappings=[(f"~/{m}/image", f"/sim_rig/{m}/image") for m in ("rgb", "depth", "event")]
+                + [("~/lidar/points", "/sim_rig/lidar/points"),
+                   ("~/rgb/camera_info", "/sim_rig/rgb/camera_info"),
+                   ("~/depth/camera_info", "/sim_rig/depth/camera_info")])
+    report = Node(package="charm_ros", executable="charm_demo_report", name="demo_report",
+                  parameters=[{"duration": duration, "dropouts": dropouts,
+                               "output_dir": LaunchConfiguration("output_dir")}],
+                  remappings=[("~/mask", "/charm/mask"), ("~/subset", "/charm/subset"),
+                              ("~/ground_truth", "/sim_rig/ground_truth"), ("~/rgb", "/sim_rig/rgb/image"),
+                              ("~/rig_status", "/sim_rig/status")],
+                  output="screen")
+    rviz = Node(package="rviz2", executable="rviz2", arguments=["-d", os.path.join(config, "charm.rviz")],
+                condition=IfCondition(LaunchConfiguration("rviz")))
+    return LaunchDescription([
+        DeclareLaunchArgument("duration", default_value="40.0"),
+        DeclareLaunchArgument("dropouts", default_value=DROPOUTS),
+        DeclareLaunchArgument("output_dir", default_value="out/demo"),
+        DeclareLaunchArgument("rviz", default_value="false"),
+        rig, node, report, rviz,
+        RegisterEventHandler(OnProcessExit(target_action=report, on_exit=[EmitEvent(event=Shutdown())])),
+    ])

@@ -1,0 +1,213 @@
+"""Rosbag evaluation: both storage plugins, foreign encodings and layouts, --drop, unknown messages,
+and the live node giving the same masks as the offline evaluator on the same frames."""
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+from charm_core.encoders import Letterbox
+from charm_core.inference import Predictor
+from charm_ros.bag_eval import DEFAULT_TOPICS, BagEvaluator, main as bag_eval_main, read_in_stamp_order, stamp_ns
+from charm_ros.bag_record import record
+from charm_ros.dropouts import parse_dropouts
+from charm_ros.node_config import load_param_file, validate
+from conftest import ROOT
+
+TS = get_typestore(Stores.ROS2_KILTED)
+PARAMS = ROOT / "config" / "charm.param.yaml"
+SIZE = (128, 160)   # not square, not the network size: exercises the letterbox
+
+
+@pytest.fixture(scope="module")
+def rig_bag(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bags") / "rig_mcap"
+    record(path, duration=3.0, storage="mcap", seed=5, size=SIZE, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def predictor(random_checkpoint):
+    return Predictor.from_checkpoint(random_checkpoint, device="cpu")
+
+
+def evaluate(bag: Path, predictor, topics=None, drop=None) -> BagEvaluator:
+    evaluator = BagEvaluator(predictor, validate(load_param_file(PARAMS)), topics or DEFAULT_TOPICS, drop)
+    for topic, msg in read_in_stamp_order(bag, set(evaluator.topics.values())):
+        evaluator.feed(topic, msg)
+    evaluator.finish()
+    return evaluator
+
+
+def masks_by_stamp(evaluator: BagEvaluator) -> dict[int, tuple[tuple[str, ...], np.ndarray]]:
+    return {stamp_ns(r.frame.data[r.frame.reference]): (r.subset, r.labels) for r in evaluator.results}
+
+
+def test_storage_plugins_give_identical_results(rig_bag, tmp_path, predictor):
+    sqlite = tmp_path / "rig_sqlite"
+    record(sqlite, duration=3.0, storage="sqlite3", seed=5, size=SIZE, progress=False)
+    assert (sqlite / "rig_sqlite.db3").is_file() and (rig_bag / "rig_mcap.mcap").is_file()
+    a, b = masks_by_stamp(evaluate(rig_bag, predictor)), masks_by_stamp(evaluate(sqlite, predictor))
+    assert len(a) == 30 and a.keys() == b.keys()
+    for key in a:
+        assert a[key][0] == b[key][0] == ("rgb", "depth", "event", "lidar")
+        np.testing.assert_array_equal(a[key][1], b[key][1])
+
+
+def test_cli_reports_subsets_miou_and_writes_predictions(rig_bag, tmp_path, random_checkpoint, capsys):
+    out, preds = tmp_path / "report.json", tmp_path / "preds"
+    assert bag_eval_main([str(rig_bag), "--checkpoint", str(random_checkpoint), "--json", str(out),
+                          "--write-predictions", str(preds), "--drop", "lidar:1-2"]) == 0
+    report = json.loads(out.read_text())
+    assert report["overall"]["frames"] == 30 and report["overall"]["miou"] is not None
+    assert set(report["subsets"]) == {"rgb+depth+event", "rgb+depth+event+lidar"}
+    assert report["subsets"]["rgb+depth+event"]["frames"] == 10
+    assert report["dropped_by_schedule"] == {"lidar": 10}
+    assert "| rgb+depth+event |" in capsys.readouterr().out
+    with AnyReader([preds]) as reader:
+        topics = {c.topic: c.msgcount for c in reader.connections}
+        assert topics == {"/charm/mask": 30, "/charm/color_mask": 30, "/charm/camera_info": 30}
+        conn = next(c for c in reader.connections if c.topic == "/charm/mask")
+        _, t, raw = next(reader.messages(connections=[conn]))
+        mask = reader.deserialize(raw, conn.msgtype)
+        # the mask has the letterboxed network resolution (256 wide for a 160x128 camera), stamped as its input
+        assert (mask.height, mask.width, mask.encoding) == (*Letterbox.fit(SIZE, (256, 256)).content_hw, "mono8")
+        assert t == 1_700_000_000 * 10 ** 9
+
+
+def test_drop_changes_subsets_exactly_over_the_interval(rig_bag, predictor):
+    evaluator = evaluate(rig_bag, predictor, drop=parse_dropouts("depth:1.0-2.0"))
+    first = min(masks_by_stamp(evaluator))
+    for key, (subset, _) in masks_by_stamp(evaluator).items():
+        t = (key - first) * 1e-9
+        expected = ("rgb", "event", "lidar") if 1.0 <= t < 2.0 - 1e-9 else ("rgb", "depth", "event", "lidar")
+        assert subset == expected, f"t={t:.2f}: {subset}"
+
+
+def _foreign_copy(src: Path, dst: Path, with_gt: bool) -> dict[str, str]:
+    """The same frames as another driver would record them: bgr8 with padded rows, 16UC1 millimetres
+    with padded rows, a PointCloud2 with extra fields and padding (Ouster-like), other topic names,
+    plus an unknown message type; no ground truth unless asked."""
+    Header, Time = TS.types["std_msgs/msg/Header"], TS.types["builtin_interfaces/msg/Time"]
+    Image, PointCloud2 = TS.types["sensor_msgs/msg/Image"], TS.types["sensor_msgs/msg/PointCloud2"]
+    PointField = TS.types["sensor_msgs/msg/PointField"]
+    topics = {"rgb": "/cam/color/image_raw", "depth": "/cam/depth/image_rect_raw", "event": "/dvs/frame",
+              "lidar": "/os1/points", "rgb_info": "/cam/color/camera_info", "depth_info": "/cam/depth/camera_info",
+              "gt": "/labels" if with_gt else ""}
+    rename = {DEFAULT_TOPICS[k]: v for k, v in topics.items() if v}
+
+    def padded(pixels: np.ndarray, pad: int) -> tuple[np.ndarray, int]:
+        rows = pixels.reshape(pixels.shape[0], -1).view(np.uint8)
+        out = np.zeros((rows.shape[0], rows.shape[1] + pad), np.uint8)
+        out[:, : rows.shape[1]] = rows
+        return out.ravel(), out.shape[1]
+
+    with AnyReader([src]) as reader, Writer(dst, version=8, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        conns = {}
+        unknown = writer.add_connection("/vendor/status", "std_msgs/msg/String", typestore=TS)
+        for conn, t, raw in reader.messages():
+            if conn.topic not in rename:
+                continue
+            msg = reader.deserialize(raw, conn.msgtype)
+            header = Header(stamp=Time(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec),
+                            frame_id=msg.header.frame_id)
+            if conn.topic == DEFAULT_TOPICS["rgb"]:
+                rgb = np.asarray(msg.data).reshape(msg.height, msg.width, 3)
+                data, step = padded(np.ascontiguousarray(rgb[:, :, ::-1]), 8)
+                msg = Image(header=header, height=msg.height, width=msg.width, encoding="bgr8", is_bigendian=0,
+                            step=step, data=data)
+            elif conn.topic == DEFAULT_TOPICS["depth"]:
+                depth = np.asarray(msg.data).view(np.float32).reshape(msg.height, msg.width)
+                mm = np.round(depth * 1000).astype(np.uint16)
+                data, step = padded(mm, 4)
+                msg = Image(header=header, height=msg.height, width=msg.width, encoding="16UC1", is_bigendian=0,
+                            step=step, data=data)
+            elif conn.topic == DEFAULT_TOPICS["lidar"]:
+                xyzi = np.asarray(msg.data).view(np.float32).reshape(-1, 4)
+                n = len(xyzi)
+                cloud = np.zeros(n, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("pad", "<u4"),
+                                           ("t", "<f8"), ("intensity", "<f4"), ("ring", "<u2"), ("pad2", "<u2")])
+                cloud["x"], cloud["y"], cloud["z"], cloud["intensity"] = xyzi.T
+                cloud["ring"] = np.arange(n) % 32
+                fields = [PointField(name=nm, offset=off, datatype=dt, count=1) for nm, off, dt in
+                          (("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("t", 16, 8), ("intensity", 24, 7), ("ring", 28, 4))]
+                msg = PointCloud2(header=header, height=1, width=n, fields=fields, is_bigendian=False, point_step=32,
+                                  row_step=32 * n, data=cloud.view(np.uint8), is_dense=True)
+            name = rename[conn.topic]
+            if name not in conns:
+                conns[name] = writer.add_connection(name, conn.msgtype, typestore=TS)
+            writer.write(conns[name], t, TS.serialize_cdr(msg, conn.msgtype))
+            writer.write(unknown, t, TS.serialize_cdr(TS.types["std_msgs/msg/String"](data="ok"), "std_msgs/msg/String"))
+    return topics
+
+
+def test_foreign_encodings_and_layouts_match_the_rig_version(rig_bag, tmp_path, predictor):
+    topics = _foreign_copy(rig_bag, tmp_path / "foreign", with_gt=True)
+    native = evaluate(rig_bag, predictor)
+    foreign = evaluate(tmp_path / "foreign", predictor, topics=topics)
+    a, b = masks_by_stamp(native), masks_by_stamp(foreign)
+    assert a.keys() == b.keys() and not foreign.rejected
+    agree = np.mean([np.mean(a[k][1] == b[k][1]) for k in a])
+    assert agree > 0.995, f"only {agree:.4f} of the pixels agree (mm quantisation of depth aside)"
+    ra, rb = native.report(0.0, Counter()).as_dict(), foreign.report(0.0, Counter()).as_dict()
+    assert rb["overall"]["miou"] == pytest.approx(ra["overall"]["miou"], abs=0.5)
+
+
+def test_bag_without_ground_truth_gives_subset_and_latency_only(rig_bag, tmp_path, random_checkpoint):
+    topics = _foreign_copy(rig_bag, tmp_path / "nogt", with_gt=False)
+    (tmp_path / "topics.yaml").write_text(json.dumps({k: v for k, v in topics.items() if k != "gt"}))
+    out = tmp_path / "report.json"
+    assert bag_eval_main([str(tmp_path / "nogt"), "--checkpoint", str(random_checkpoint), "--topics",
+                          str(tmp_path / "topics.yaml"), "--gt", "", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["overall"]["frames"] == 30 and report["overall"]["miou"] is None
+    assert report["overall"]["latency_ms_median"] > 0
+
+
+@pytest.mark.slow
+def test_live_node_matches_offline_evaluation(rig_bag, random_checkpoint, child_env, rclpy_node, predictor):
+    """The bag replayed to the live node (sim time) gives the masks the offline evaluator computes."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from charm_ros.conversions import image_to_numpy
+    from charm_ros.launcher import Launcher, NodeSpec, resolve_executable
+
+    live: dict[int, np.ndarray] = {}
+    lock = threading.Lock()
+
+    def on_mask(msg: Image) -> None:
+        with lock:
+            live[msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec] = image_to_numpy(msg)
+
+    rclpy_node.create_subscription(Image, "/charm/mask", on_mask,
+                                   QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+    spec = NodeSpec(command=[resolve_executable("charm_node")], name="charm", params_files=[str(PARAMS)],
+                    parameters={"model.checkpoint": str(random_checkpoint), "use_sim_time": True},
+                    remappings=[("~/rgb/image", DEFAULT_TOPICS["rgb"]), ("~/depth/image", DEFAULT_TOPICS["depth"]),
+                                ("~/event/image", DEFAULT_TOPICS["event"]), ("~/lidar/points", DEFAULT_TOPICS["lidar"]),
+                                ("~/rgb/camera_info", DEFAULT_TOPICS["rgb_info"]),
+                                ("~/depth/camera_info", DEFAULT_TOPICS["depth_info"])])
+    with Launcher([spec], env=child_env) as launcher:
+        time.sleep(4.0)  # model load
+        player = subprocess.run([resolve_executable("charm-bag-play"), str(rig_bag), "--clock", "--rate", "0.5",
+                                 "--start-delay", "1.0"], env=child_env, capture_output=True, text=True, timeout=60)
+        assert player.returncode == 0, player.stderr
+        time.sleep(1.0)
+        assert launcher.poll()["charm"] is None
+    offline = masks_by_stamp(evaluate(rig_bag, predictor))
+    with lock:
+        common = sorted(set(live) & set(offline))
+    assert len(common) >= 20, f"the live node published {len(live)} masks, {len(common)} on bag frames"
+    # same frames, same code path: the same masks (hence the same mIoU on those frames)
+    for key in common:
+        np.testing.assert_array_equal(live[key], offline[key][1])

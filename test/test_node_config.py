@@ -1,0 +1,62 @@
+"""Node parameters: the YAML file and the declared table agree; bad values fail with the parameter's name."""
+import numpy as np
+import pytest
+
+from charm_ros.health import ERROR, OK, WARN, ModalityHealth, PipelineHealth, assess
+from charm_ros.node_config import PARAMETERS, ConfigError, load_param_file, validate
+from conftest import ROOT
+
+
+def test_param_file_lists_exactly_the_declared_parameters_and_validates():
+    values = load_param_file(ROOT / "config" / "charm.param.yaml")
+    assert set(values) == {p.name for p in PARAMETERS}
+    cfg = validate(values)
+    assert cfg.enabled == ("rgb", "depth", "event", "lidar")
+    assert [m.name for m in cfg.sync.modalities] == ["rgb", "depth", "event", "lidar"]
+    assert cfg.geometry.T_cam_lidar[1, 3] == pytest.approx(-0.3)
+    assert cfg.checkpoint.endswith("models/charm_tiny_synthetic.safetensors")
+
+
+def test_priority_orders_only_enabled_modalities():
+    cfg = validate({"rgb.enabled": False, "sync.reference_priority": ["lidar", "depth"]})
+    assert [m.name for m in cfg.sync.modalities] == ["lidar", "depth", "event"]
+
+
+@pytest.mark.parametrize("values,match", [
+    ({f"{m}.enabled": False for m in ("rgb", "depth", "event", "lidar")}, "every modality is disabled"),
+    ({"sync.reference_priority": ["rgb", "sonar"]}, "sync.reference_priority"),
+    ({"model.device": "tpu"}, "model.device"),
+    ({"outputs.overlay_alpha": 1.5}, "outputs.overlay_alpha"),
+    ({"sync.max_skew": -0.1}, "sync.max_skew"),
+    ({"rgb.stale_timeout": "soon"}, "rgb.stale_timeout"),
+    ({"geometry.lidar_to_camera": list(np.eye(4).ravel() * 2)}, "rigid"),
+    ({"geometry.lidar_to_camera": [1.0, 0.0]}, "16 numbers"),
+    ({"model.input_size": [16, 16]}, "model.input_size"),
+    ({"no.such": 1}, "unknown parameters"),
+])
+def test_bad_values_name_the_parameter(values, match):
+    with pytest.raises(ConfigError, match=match):
+        validate(values)
+
+
+def _modality(name, alive, rejected=0):
+    return ModalityHealth(name, alive, 0.05 if alive else 3.0, 10.0 if alive else 0.0, 100, 90, 10, rejected,
+                          "bad encoding" if rejected else "")
+
+
+def _health(alive, model_error=""):
+    mods = [_modality(m, m in alive) for m in ("rgb", "depth", "event", "lidar")]
+    return PipelineHealth(enabled=("rgb", "depth", "event", "lidar"), modalities=mods, subset=tuple(alive),
+                          frames=10, frames_dropped=0, frames_skipped=0, inference_ms=30.0, end_to_end_ms=60.0,
+                          output_rate_hz=10.0, model_error=model_error)
+
+
+def test_diagnostic_levels():
+    assert assess(_health(("rgb", "depth", "event", "lidar")))[0].level == OK
+    degraded = assess(_health(("rgb", "lidar")))
+    assert degraded[0].level == WARN and "no depth, event" in degraded[0].message
+    assert [r.level for r in degraded[1:]] == [OK, WARN, WARN, OK]
+    assert assess(_health(()))[0].level == ERROR
+    failed = assess(_health(("rgb",), model_error="RuntimeError: boom"))
+    assert failed[0].level == ERROR and "boom" in failed[0].message
+    assert failed[0].values["inference_ms"] == "30.0"

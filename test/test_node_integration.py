@@ -1,0 +1,207 @@
+"""The node over real DDS, every peer in its own process: rate, header, dropout and recovery, garbage."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
+
+from charm_core.data.synthetic import World
+from charm_ros.launcher import Launcher, NodeSpec, resolve_executable
+from conftest import NODES, ROOT
+
+MODALITIES = ("rgb", "depth", "event", "lidar")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def frames_npz(tmp_path_factory):
+    """20 consecutive frames of the synthetic drive, rendered once for all publishers."""
+    world = World(seed=21, size_hw=(256, 256))
+    frames = list(world.frames(20))
+    path = tmp_path_factory.mktemp("frames") / "frames.npz"
+    np.savez(path, rgb=np.stack([f.rgb for f in frames]), depth=np.stack([f.depth for f in frames]),
+             event=np.stack([f.event for f in frames]), K=frames[0].K,
+             **{f"lidar_{i}": f.lidar for i, f in enumerate(frames)})
+    return path
+
+
+@dataclass
+class Recorder:
+    """What the test process sees of the node's outputs."""
+
+    masks: list[tuple[float, float, str]] = field(default_factory=list)   # (arrival, stamp, frame_id)
+    subsets: list[tuple[float, str]] = field(default_factory=list)
+    diagnostics: list[tuple[float, int, str]] = field(default_factory=list)
+    rejected: dict[str, int] = field(default_factory=dict)
+    mask_shape: tuple | None = None
+    info_shape: tuple | None = None
+    labels: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def subset_at_end(self) -> str | None:
+        with self.lock:
+            return self.subsets[-1][1] if self.subsets else None
+
+    def masks_between(self, t0: float, t1: float) -> list[tuple[float, float, str]]:
+        with self.lock:
+            return [m for m in self.masks if t0 <= m[0] < t1]
+
+    def wait_subset(self, subset: str, since: float, timeout: float) -> float | None:
+        """Seconds from `since` until ~/subset said `subset` (None if it never did)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                hit = [t for t, s in self.subsets if t >= since and s == subset]
+            if hit:
+                return hit[0] - since
+            time.sleep(0.02)
+        return None
+
+    def wait_level(self, level: int, since: float, timeout: float) -> str | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                hit = [m for t, lv, m in self.diagnostics if t >= since and lv == level]
+            if hit:
+                return hit[0]
+            time.sleep(0.05)
+        return None
+
+
+def subscribe(node, rec: Recorder) -> None:
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+    def on_mask(msg: Image) -> None:
+        with rec.lock:
+            rec.masks.append((time.monotonic(), msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9,
+                              msg.header.frame_id))
+            rec.mask_shape = (msg.height, msg.width, msg.encoding)
+
+    def on_subset(msg: String) -> None:
+        with rec.lock:
+            rec.subsets.append((time.monotonic(), msg.data))
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            with rec.lock:
+                if status.name.endswith(": pipeline"):
+                    rec.diagnostics.append((time.monotonic(), status.level[0], status.message))
+                elif "rejected" in values:
+                    rec.rejected[status.name.rsplit(": ", 1)[1]] = int(values["rejected"])
+
+    def on_info(msg: CameraInfo) -> None:
+        rec.info_shape = (msg.height, msg.width)
+
+    def on_labels(msg: String) -> None:
+        rec.labels = msg.data
+
+    node.create_subscription(Image, "/charm/mask", on_mask, reliable)
+    node.create_subscription(String, "/charm/subset", on_subset, reliable)
+    node.create_subscription(CameraInfo, "/charm/camera_info", on_info, reliable)
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    node.create_subscription(String, "/charm/labels", on_labels,
+                             QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                        durability=DurabilityPolicy.TRANSIENT_LOCAL))
+
+
+def max_gap(masks) -> float:
+    arrivals = [m[0] for m in masks]
+    return max(np.diff(arrivals)) if len(arrivals) > 1 else float("inf")
+
+
+def test_node_degrades_and_recovers_over_dds(frames_npz, random_checkpoint, child_env, rclpy_node):
+    rec = Recorder()
+    subscribe(rclpy_node, rec)
+    node_spec = NodeSpec(
+        command=[resolve_executable("charm_node")], name="charm",
+        params_files=[str(ROOT / "config" / "charm.param.yaml")],
+        parameters={"model.checkpoint": str(random_checkpoint)},
+        remappings=[(f"~/{m}/image", f"/test/{m}/image") for m in ("rgb", "depth", "event")]
+        + [("~/lidar/points", "/test/lidar/points"), ("~/rgb/camera_info", "/test/rgb/camera_info"),
+           ("~/depth/camera_info", "/test/depth/camera_info")])
+    publishers: dict[str, subprocess.Popen] = {}
+
+    def start(modality: str, garbage: bool = False) -> subprocess.Popen:
+        args = [sys.executable, str(NODES / "sensor_publisher.py"), str(frames_npz), modality]
+        proc = subprocess.Popen(args + (["--garbage", "--rate", "20"] if garbage else []), env=child_env,
+                                start_new_session=True)
+        if not garbage:
+            publishers[modality] = proc
+        return proc
+
+    def kill(modality: str) -> None:
+        proc = publishers.pop(modality)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    launcher = Launcher([node_spec], env=child_env)
+    garbage_procs: list[subprocess.Popen] = []
+    try:
+        launcher.start()
+        for m in MODALITIES:
+            start(m)
+        assert rec.wait_subset("rgb+depth+event+lidar", 0.0, 30), "the node never ran on all four sensors"
+
+        # 1. four sensors at 10 Hz -> masks at >= 9 Hz carrying the input header
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        time.sleep(5.0)
+        steady = rec.masks_between(t0, t0 + 5.0)
+        assert len(steady) / 5.0 >= 9.0, f"{len(steady) / 5.0:.1f} Hz"
+        for _, stamp, frame_id in steady:
+            assert frame_id == "camera"
+            assert abs(stamp * 10 - round(stamp * 10)) < 1e-6, "mask stamp is not an input stamp"
+        assert rec.mask_shape == (256, 256, "mono8") and rec.info_shape == (256, 256)
+        assert len(json.loads(rec.labels)["classes"]) == 25
+
+        # 2. depth dies -> rgb+event+lidar within 1 s, no gap > 1 s; it returns -> four again
+        t_kill = time.monotonic()
+        kill("depth")
+        switch = rec.wait_subset("rgb+event+lidar", t_kill, 3.0)
+        assert switch is not None and switch < 1.0, f"switched after {switch} s"
+        time.sleep(2.0)
+        assert max_gap(rec.masks_between(t_kill - 0.5, time.monotonic())) < 1.0
+        t_back = time.monotonic()
+        start("depth")
+        assert rec.wait_subset("rgb+depth+event+lidar", t_back, 5.0) is not None
+
+        # 3. everything dies -> ERROR diagnostics, the node stays up; sensors return -> masks again
+        t_all = time.monotonic()
+        for m in list(publishers):
+            kill(m)
+        assert rec.wait_level(2, t_all, 4.0) is not None, "no ERROR diagnostics with every sensor gone"
+        assert launcher.poll()["charm"] is None, "the node died without sensors"
+        t_return = time.monotonic()
+        for m in MODALITIES:
+            start(m)
+        assert rec.wait_subset("rgb+depth+event+lidar", t_return, 10.0) is not None
+        assert rec.wait_level(0, t_return, 5.0) is not None, "diagnostics never went back to OK"
+
+        # 4. 10 s of garbage on every input next to the valid stream: alive and still segmenting
+        t_garbage = time.monotonic()
+        garbage_procs = [start(m, garbage=True) for m in MODALITIES]
+        time.sleep(10.0)
+        during = rec.masks_between(t_garbage + 1.0, t_garbage + 10.0)
+        assert launcher.poll()["charm"] is None
+        assert len(during) / 9.0 >= 5.0, f"only {len(during) / 9.0:.1f} Hz during the garbage"
+        assert rec.subset_at_end() == "rgb+depth+event+lidar"
+        time.sleep(1.5)  # one more diagnostics period
+        assert all(rec.rejected.get(m, 0) > 20 for m in MODALITIES), rec.rejected
+    finally:
+        for proc in list(publishers.values()) + garbage_procs:
+            proc.kill()
+            proc.wait()
+        codes = launcher.stop()
+    assert codes["charm"] in (0, -signal.SIGINT), f"node exit code {codes['charm']}"

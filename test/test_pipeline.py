@@ -1,0 +1,62 @@
+"""The node's ROS-free pipeline: synchronized samples -> encoders -> model -> mask in the camera's frame."""
+import numpy as np
+import pytest
+
+from charm_core.data.synthetic import World
+from charm_core.encoders import Letterbox
+from charm_core.inference import Predictor
+from charm_ros.pipeline import FrameSkipped, Pipeline, PipelineConfig, SensorSample
+from charm_ros.sync import Frame
+
+
+@pytest.fixture(scope="module")
+def world_frame():
+    return World(seed=11, size_hw=(96, 128)).frame_at(1.0)
+
+
+@pytest.fixture(scope="module")
+def predictor(random_checkpoint):
+    return Predictor.from_checkpoint(random_checkpoint, device="cpu")
+
+
+def frame_of(f, modalities):
+    arrays = {"rgb": f.rgb, "depth": f.depth, "event": f.event, "lidar": f.lidar}
+    data = {m: SensorSample(arrays[m], 1.0, "cam") for m in modalities}
+    return Frame(stamp=1.0, reference=modalities[0], data=data, stamps={m: 1.0 for m in modalities})
+
+
+def test_mask_is_letterbox_content_sized_with_scaled_intrinsics(world_frame, predictor):
+    pipeline = Pipeline(predictor, PipelineConfig(input_size=(64, 64), geometry=world_frame.geometry))
+    pipeline.set_camera("rgb", world_frame.K, (96, 128))
+    result = pipeline.process(frame_of(world_frame, ("rgb", "depth", "event", "lidar")))
+    box = Letterbox.fit((96, 128), (64, 64))
+    assert result.labels.shape == box.content_hw == (48, 64)
+    assert result.labels.dtype == np.uint8 and result.labels.max() < 25
+    assert result.confidence.shape == (48, 64) and 0 < result.confidence.min() <= result.confidence.max() <= 1
+    np.testing.assert_allclose(result.K, box.intrinsics(world_frame.K))
+    assert result.subset == ("rgb", "depth", "event", "lidar")
+    assert result.background.shape == (48, 64, 3)
+
+
+def test_without_camera_info_images_still_work_but_depth_and_lidar_are_skipped(world_frame, predictor):
+    pipeline = Pipeline(predictor, PipelineConfig(input_size=(64, 64)))
+    result = pipeline.process(frame_of(world_frame, ("rgb", "lidar")))
+    assert result.subset == ("rgb",) and result.K is None
+    assert "CameraInfo" in result.skipped["lidar"]
+    with pytest.raises(FrameSkipped):
+        pipeline.process(frame_of(world_frame, ("depth", "lidar")))
+
+
+def test_min_confidence_marks_no_data(world_frame, predictor):
+    pipeline = Pipeline(predictor, PipelineConfig(input_size=(64, 64), min_confidence=1.0))
+    pipeline.set_camera("rgb", world_frame.K, (96, 128))
+    result = pipeline.process(frame_of(world_frame, ("rgb",)))
+    assert (result.labels == 255).all()
+
+
+def test_same_frame_same_mask(world_frame, predictor):
+    pipeline = Pipeline(predictor, PipelineConfig(input_size=(64, 64), geometry=world_frame.geometry))
+    pipeline.set_camera("rgb", world_frame.K, (96, 128))
+    a = pipeline.process(frame_of(world_frame, ("depth", "lidar")))
+    b = pipeline.process(frame_of(world_frame, ("depth", "lidar")))
+    np.testing.assert_array_equal(a.labels, b.labels)
