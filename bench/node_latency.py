@@ -12,6 +12,7 @@ with latest-wins there must be no queue growth (latency at the end no higher tha
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,13 @@ def render(path: Path, frames: int, seed: int = 3) -> None:
     fs = list(world.frames(frames))
     np.savez(path, rgb=np.stack([f.rgb for f in fs]), depth=np.stack([f.depth for f in fs]),
              event=np.stack([f.event for f in fs]), K=fs[0].K, **{f"lidar_{i}": f.lidar for i, f in enumerate(fs)})
+
+
+def set_control(control: Path, text: str) -> None:
+    """Replace the control file atomically: the publisher polls it and must never read it half-written."""
+    tmp = control.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, control)
 
 
 def publisher(frames: Path, control: Path) -> None:
@@ -62,18 +70,23 @@ def publisher(frames: Path, control: Path) -> None:
         if subset == "stop":
             break
         period = 1.0 / float(rate)
+        k = i % n
+        # messages are built before the tick and only stamped at it: publishing the whole set takes
+        # DDS time only, so the latency measured is the node's, not this publisher's conversions
+        msgs = {}
+        for m in subset.split("+"):
+            if m == "lidar":
+                msgs[m] = xyzi_to_pointcloud2(data[f"lidar_{k}"], Header())
+            elif m == "depth":
+                msgs[m] = numpy_to_image(data["depth"][k], "32FC1", Header())
+            else:
+                msgs[m] = numpy_to_image(data[m][k], "rgb8", Header())
         tick = (int(time.time() / period) + 1) * period
         time.sleep(max(0.0, tick - time.time()))
         sec = int(tick)
         header = Header(stamp=Time(sec=sec, nanosec=int((tick - sec) * 1e9)), frame_id="camera")
-        k = i % n
-        for m in subset.split("+"):
-            if m == "lidar":
-                msg = xyzi_to_pointcloud2(data[f"lidar_{k}"], header)
-            elif m == "depth":
-                msg = numpy_to_image(data["depth"][k], "32FC1", header)
-            else:
-                msg = numpy_to_image(data[m][k], "rgb8", header)
+        for m, msg in msgs.items():
+            msg.header = header
             pubs[m].publish(msg)
             if m in infos:
                 infos[m].publish(k_to_camera_info(data["K"], (256, 256), header))
@@ -129,7 +142,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="node_latency_"))
     frames, control = work / "frames.npz", work / "control"
     render(frames, 20)
-    control.write_text(f"{args.subsets[0]} 10")
+    set_control(control, f"{args.subsets[0]} 10")
     arrivals: list[tuple[float, float, str]] = []   # (arrival wall time, stamp, subset being published)
     current = {"subset": args.subsets[0]}
     lock = threading.Lock()
@@ -158,7 +171,7 @@ def main() -> int:
         with Launcher([node]):
             time.sleep(5.0)
             for name in args.subsets:
-                control.write_text(f"{name} 10")
+                set_control(control, f"{name} 10")
                 with lock:
                     current["subset"] = name
                 time.sleep(1.5)   # stale_timeout + timeout: the node settles on the new subset
@@ -173,14 +186,14 @@ def main() -> int:
             sustain = max(r[2] for r in rows if r[0] == full) if any(r[0] == full for r in rows) else 10.0
             per_frame_ms = next((r[1] for r in rows if r[0] == full), 100.0)
             overload_hz = round(2 * max(sustain, 1000.0 / per_frame_ms), 1)
-            control.write_text(f"{full} {overload_hz}")
+            set_control(control, f"{full} {overload_hz}")
             with lock:
                 current["subset"] = full + "@overload"
             t0 = time.time()
             time.sleep(12.0)
             with lock:
                 over = [(a, s) for a, s, sub in arrivals if sub == full + "@overload" and a >= t0 + 1.0]
-            control.write_text("stop 1")
+            set_control(control, "stop 1")
     finally:
         pub.wait(timeout=10)
         probe.destroy_node()

@@ -33,12 +33,16 @@ def to_rgb_preview(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, :3])
 
 
+ROW_LABEL_W = 80   # px left of the grid for row captions (at least; wider for long captions)
+COL_LABEL_H = 22   # px above the grid for column captions
+
+
 def contact_sheet(rows: list[list[np.ndarray]], row_labels: list[str] | None = None,
                   col_labels: list[str] | None = None, tile_hw: tuple[int, int] = (128, 128)) -> np.ndarray:
     """Grid of tiles (each resized to tile_hw, nearest) on black with white captions; returns RGB uint8."""
     th, tw = tile_hw
-    left = 80 if row_labels else 0
-    top = 22 if col_labels else 0
+    left = max([ROW_LABEL_W] + [_text_width(t) + 8 for t in row_labels]) if row_labels else 0
+    top = COL_LABEL_H if col_labels else 0
     ncols = max(len(r) for r in rows)
     sheet = np.zeros((top + len(rows) * th, left + ncols * tw, 3), np.uint8)
     for r, row in enumerate(rows):
@@ -51,6 +55,10 @@ def contact_sheet(rows: list[list[np.ndarray]], row_labels: list[str] | None = N
     for c, label in enumerate(col_labels or []):
         _caption(sheet, label, (left + c * tw + 6, 16))
     return sheet
+
+
+def _text_width(text: str) -> int:
+    return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)[0][0]
 
 
 def _caption(img: np.ndarray, text: str, org: tuple[int, int]) -> None:

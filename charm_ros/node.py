@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -86,16 +85,13 @@ class CharmNode(Node):
                                 reliability=reliability[cfg.input_reliability])
         out_qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST,
                              reliability=reliability[cfg.output_reliability])
-        inputs = MutuallyExclusiveCallbackGroup()
         for m in cfg.enabled:
             msg_type = PointCloud2 if m == "lidar" else Image
-            self.create_subscription(msg_type, cfg.topics[m], lambda msg, m=m: self._on_sensor(m, msg),
-                                     sensor_qos, callback_group=inputs)
+            self.create_subscription(msg_type, cfg.topics[m], lambda msg, m=m: self._on_sensor(m, msg), sensor_qos)
         for m in ("rgb", "depth"):
             if m in cfg.enabled or m == "rgb":
                 self.create_subscription(CameraInfo, cfg.camera_info_topics[m],
-                                         lambda msg, m=m: self._on_camera_info(m, msg), sensor_qos,
-                                         callback_group=inputs)
+                                         lambda msg, m=m: self._on_camera_info(m, msg), sensor_qos)
         self.pubs = {
             "mask": self.create_publisher(Image, "~/mask", out_qos),
             "color_mask": self.create_publisher(Image, "~/color_mask", out_qos),
@@ -111,8 +107,7 @@ class CharmNode(Node):
             "classes": list(predictor.class_names), "palette": np.asarray(predictor.palette).tolist(),
             "no_data": 255})))
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(min(0.25, cfg.diagnostics_period), self._diagnostics_tick,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(min(0.25, cfg.diagnostics_period), self._diagnostics_tick)
 
     # ------------------------------------------------------------------ callbacks: convert + enqueue only
     def now(self) -> float:
@@ -142,27 +137,35 @@ class CharmNode(Node):
     # ------------------------------------------------------------------ worker: newest frame wins
     def _work(self) -> None:
         while not self.stopping.is_set():
-            with self.lock:
-                frames = self.sync.poll(self.now())
-                if not frames:
-                    self.lock.wait(0.005)
-                    continue
-            self.counters.frames_dropped += len(frames) - 1
-            frame = frames[-1]
-            if not self._anyone_listening():
-                continue
             try:
-                result = self.pipeline.process(frame)
-            except FrameSkipped as exc:
-                self.counters.frames_skipped += 1
-                self.get_logger().warning(f"frame skipped: {exc}", throttle_duration_sec=5.0)
-                continue
-            except Exception as exc:  # a model failure must not kill the node; it is reported as ERROR
-                self.counters.model_error = f"{type(exc).__name__}: {exc}"
-                self.get_logger().error(f"inference failed: {self.counters.model_error}", throttle_duration_sec=5.0)
-                continue
-            self.counters.model_error = ""
-            self._publish(result)
+                self._step()
+            except Exception:
+                if self.stopping.is_set() or not self.context.ok():
+                    return  # Ctrl-C shut the context down under us: nothing is left to publish to
+                raise
+
+    def _step(self) -> None:
+        with self.lock:
+            frames = self.sync.poll(self.now())
+            if not frames:
+                self.lock.wait(0.005)
+                return
+        self.counters.frames_dropped += len(frames) - 1
+        frame = frames[-1]
+        if not self._anyone_listening():
+            return
+        try:
+            result = self.pipeline.process(frame)
+        except FrameSkipped as exc:
+            self.counters.frames_skipped += 1
+            self.get_logger().warning(f"frame skipped: {exc}", throttle_duration_sec=5.0)
+            return
+        except Exception as exc:  # a model failure must not kill the node; it is reported as ERROR
+            self.counters.model_error = f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(f"inference failed: {self.counters.model_error}", throttle_duration_sec=5.0)
+            return
+        self.counters.model_error = ""
+        self._publish(result)
 
     def _anyone_listening(self) -> bool:
         return any(pub.get_subscription_count() > 0 for pub in self.pubs.values())
@@ -270,8 +273,9 @@ class CharmNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    # two executor threads: sensor callbacks keep converting while diagnostics are published
-    return run_node(CharmNode, "charm", args, threads=2)
+    # One executor thread: callbacks are short. rclpy's MultiThreadedExecutor with a busy mutually
+    # exclusive group was seen spinning on the GIL and starving every subscription for seconds.
+    return run_node(CharmNode, "charm", args)
 
 
 if __name__ == "__main__":

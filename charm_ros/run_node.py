@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 
-def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = None, threads: int = 1,
+def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = None,
              startup_errors: tuple[type[BaseException], ...] = (ValueError, OSError)) -> int:
     rclpy.init(args=args)
     try:
@@ -21,7 +21,7 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
         rclpy.logging.get_logger(name).fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()
         return 2
-    executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     code = 0
     try:

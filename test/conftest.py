@@ -118,3 +118,15 @@ def random_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "random_tiny.safetensors"
     save_checkpoint(path, build_model(config).eval(), config, provenance={"input_size": [256, 256]})
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small models gain nothing from threads; spinning OpenMP threads on a loaded 2-core machine
+    make them far slower. Modules that time or run many small models use this."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

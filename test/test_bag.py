@@ -178,19 +178,26 @@ def test_live_node_matches_offline_evaluation(rig_bag, random_checkpoint, child_
     """The bag replayed to the live node (sim time) gives the masks the offline evaluator computes."""
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
+    from std_msgs.msg import String
 
     from charm_ros.conversions import image_to_numpy
     from charm_ros.launcher import Launcher, NodeSpec, resolve_executable
 
-    live: dict[int, np.ndarray] = {}
+    masks: list[tuple[int, np.ndarray]] = []       # in publication order
+    subsets: list[str] = []                          # ~/subset follows every mask, same order
     lock = threading.Lock()
 
     def on_mask(msg: Image) -> None:
         with lock:
-            live[msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec] = image_to_numpy(msg)
+            masks.append((msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec, image_to_numpy(msg)))
 
-    rclpy_node.create_subscription(Image, "/charm/mask", on_mask,
-                                   QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+    def on_subset(msg: String) -> None:
+        with lock:
+            subsets.append(msg.data)
+
+    reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    rclpy_node.create_subscription(String, "/charm/subset", on_subset, reliable)
+    rclpy_node.create_subscription(Image, "/charm/mask", on_mask, reliable)
     spec = NodeSpec(command=[resolve_executable("charm_node")], name="charm", params_files=[str(PARAMS)],
                     parameters={"model.checkpoint": str(random_checkpoint), "use_sim_time": True},
                     remappings=[("~/rgb/image", DEFAULT_TOPICS["rgb"]), ("~/depth/image", DEFAULT_TOPICS["depth"]),
@@ -206,8 +213,15 @@ def test_live_node_matches_offline_evaluation(rig_bag, random_checkpoint, child_
         assert launcher.poll()["charm"] is None
     offline = masks_by_stamp(evaluate(rig_bag, predictor))
     with lock:
-        common = sorted(set(live) & set(offline))
-    assert len(common) >= 20, f"the live node published {len(live)} masks, {len(common)} on bag frames"
-    # same frames, same code path: the same masks (hence the same mIoU on those frames)
-    for key in common:
-        np.testing.assert_array_equal(live[key], offline[key][1])
+        assert len(masks) == len(subsets), "masks and ~/subset messages went out of step"
+        live = [(stamp, tuple(subset.split("+")), mask) for (stamp, mask), subset in zip(masks, subsets)]
+    # Live, a sensor counts only once its first message has arrived, so the very first frames may use
+    # fewer modalities than the offline replay (which sees each stamp's messages together). Compare the
+    # frames where both ran the same subset; once they agree, they must keep agreeing.
+    same = [(stamp, mask) for stamp, subset, mask in live if stamp in offline and offline[stamp][0] == subset]
+    agree = [stamp in offline and offline[stamp][0] == subset for stamp, subset, _ in live]
+    assert len(same) >= 20, f"the live node published {len(live)} masks, {len(same)} comparable with the replay"
+    assert all(agree[agree.index(True):]), f"live subsets left the replay's after start-up: {agree}"
+    # same frames, same subset, same code path: the same masks (hence the same mIoU on those frames)
+    for stamp, mask in same:
+        np.testing.assert_array_equal(mask, offline[stamp][1])

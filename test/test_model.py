@@ -17,14 +17,7 @@ H, W = 80, 72
 ATOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors gain nothing from threads, and on a loaded 2-core machine spinning OpenMP
-    threads make them 100x slower: keep these tests fast and stable whatever else runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _inputs(batch: int = 2, h: int = H, w: int = W, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -67,6 +68,15 @@ class Recorder:
                 return hit[0] - since
             time.sleep(0.02)
         return None
+
+    def wait_masks(self, count: int, since: float, timeout: float) -> bool:
+        """Whether `count` masks arrived after `since` within `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.masks_between(since, math.inf)) >= count:
+                return True
+            time.sleep(0.05)
+        return False
 
     def wait_level(self, level: int, since: float, timeout: float) -> str | None:
         deadline = time.monotonic() + timeout
@@ -153,6 +163,8 @@ def test_node_degrades_and_recovers_over_dds(frames_npz, random_checkpoint, chil
         for m in MODALITIES:
             start(m)
         assert rec.wait_subset("rgb+depth+event+lidar", 0.0, 30), "the node never ran on all four sensors"
+        # ~/subset can match before ~/mask does (DDS discovers endpoints one by one; slow on a loaded machine)
+        assert rec.wait_masks(5, time.monotonic(), 20), "~/subset arrives but ~/mask never does"
 
         # 1. four sensors at 10 Hz -> masks at >= 9 Hz carrying the input header
         time.sleep(1.0)

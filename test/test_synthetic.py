@@ -239,7 +239,7 @@ def test_many_classes_are_regularly_visible(tmp_path):
 
 def test_cli_writes_dataset_stats_and_preview(tmp_path, capsys):
     from charm_core.data.synth_cli import main
-    from charm_core.data.synthetic.preview import HEADER_H, LABEL_W
+    from charm_core.visualize import COL_LABEL_H, ROW_LABEL_W
 
     assert main(["--out", str(tmp_path / "ds"), "--train", "2", "--test", "1", "--size", "32", "--workers", "1",
                  "--stats", "--no-progress"]) == 0
@@ -248,7 +248,7 @@ def test_cli_writes_dataset_stats_and_preview(tmp_path, capsys):
     assert len(list((tmp_path / "ds" / "semantic").rglob("*_semantic_front.png"))) == 3
     assert main(["--preview", str(tmp_path / "sheet.png"), "--size", "32", "--seed", "1"]) == 0
     sheet = cv2.imread(str(tmp_path / "sheet.png"))
-    assert sheet.shape == (HEADER_H + len(CONDITIONS) * 32, LABEL_W + 5 * 32, 3)
+    assert sheet.shape == (COL_LABEL_H + len(CONDITIONS) * 32, ROW_LABEL_W + 5 * 32, 3)
     with pytest.raises(SystemExit):
         main([])
     with pytest.raises(SystemExit):

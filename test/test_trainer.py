@@ -38,10 +38,15 @@ def test_resume_reproduces_the_next_step_loss(small_dataset, tmp_path):
     reference = [json.loads(line)["loss"] for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
 
     make_trainer(small_dataset, tmp_path / "b", *common).fit(resume=False, stop_at=2)
+    with (tmp_path / "b" / "metrics.jsonl").open("a") as log:   # a crash after logging past the checkpoint
+        log.write(json.dumps({"step": 3, "time_s": 999.0, "loss": -1.0}) + "\n")
     torch.manual_seed(999)  # the resumed run must not depend on the fresh process's RNG
     resumed = make_trainer(small_dataset, tmp_path / "b", *common)
     resumed.fit(resume=True)
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]                  # the stale tail is gone
+    assert rows[1]["time_s"] <= rows[2]["time_s"] < 999.0            # the clock continues from the checkpoint
     assert resumed.step == 4
     assert losses[2] == pytest.approx(reference[2], rel=1e-6, abs=1e-7)
     assert losses[3] == pytest.approx(reference[3], rel=1e-6, abs=1e-7)

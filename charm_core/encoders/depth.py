@@ -35,26 +35,28 @@ def backproject(depth_m: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 
 def surface_normals(points: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unit normals facing the camera (HxWx3) and a mask of pixels where one could be estimated."""
-    du = np.zeros_like(points)
-    dv = np.zeros_like(points)
-    wu = np.zeros(valid.shape, dtype=bool)
-    wv = np.zeros(valid.shape, dtype=bool)
-    wu[:, 1:-1] = valid[:, 2:] & valid[:, :-2]
-    wv[1:-1, :] = valid[2:, :] & valid[:-2, :]
-    du[:, 1:-1] = points[:, 2:] - points[:, :-2]
-    dv[1:-1, :] = points[2:, :] - points[:-2, :]
-    du[~wu] = 0
-    dv[~wv] = 0
+    """Unit normals facing the camera (HxWx3 float32) and a mask of pixels where one could be estimated.
+
+    Central differences along rows (u) and columns (v), zero where either neighbour is invalid,
+    summed over NORMAL_WINDOW^2 pixels; the normal is their cross product. float32 throughout: the
+    result is quantized to whole degrees, and this runs per depth frame in the node.
+    """
+    h, w, _ = points.shape
+    du = np.zeros((h, w, 3), np.float32)
+    dv = np.zeros((h, w, 3), np.float32)
+    np.subtract(points[:, 2:], points[:, :-2], out=du[:, 1:-1], casting="same_kind")
+    np.subtract(points[2:, :], points[:-2, :], out=dv[1:-1, :], casting="same_kind")
+    du[:, 1:-1] *= (valid[:, 2:] & valid[:, :-2])[..., None]
+    dv[1:-1, :] *= (valid[2:, :] & valid[:-2, :])[..., None]
     k = (NORMAL_WINDOW, NORMAL_WINDOW)
-    su = cv2.boxFilter(du.astype(np.float32), -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
-    sv = cv2.boxFilter(dv.astype(np.float32), -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
-    n = np.cross(su, sv).astype(np.float64)
-    norm = np.linalg.norm(n, axis=-1)
+    su = cv2.boxFilter(du, -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    sv = cv2.boxFilter(dv, -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    n = np.cross(su, sv)
+    norm = np.sqrt(np.einsum("hwc,hwc->hw", n, n))
     ok = valid & (norm > 1e-12)
-    n = n / np.where(ok, norm, 1.0)[..., None]
-    facing = np.einsum("hwc,hwc->hw", n, points)
-    n = np.where((facing > 0)[..., None], -n, n)
+    n /= np.where(ok, norm, 1.0)[..., None]
+    facing = np.einsum("hwc,hwc->hw", n, points.astype(np.float32))
+    n[facing > 0] *= -1.0
     return n, ok
 
 

@@ -58,7 +58,7 @@ class TrainConfig:
     log_every: int = 20
     eval_every: int = 500
     checkpoint_every: int = 250
-    time_limit_min: float | None = None          # stop (and save) after this much wall time
+    time_limit_min: float | None = None          # stop (and save) after this much training time, resumes included
 
     def __post_init__(self) -> None:
         for f in fields(self):  # YAML reads "6e-5" (no dot) as a string: coerce numbers by the field's default

@@ -258,10 +258,12 @@ class Trainer:
                             # (drop-path's), or a resumed run would diverge from an uninterrupted one
                             generator=torch.Generator().manual_seed(cfg.seed))
         log = None
+        spent = 0.0  # training seconds before this run (a resumed run continues the clock and the budget)
         if self.main:
+            spent = _truncate_log(self.out / "metrics.jsonl", self.step)
             log = (self.out / "metrics.jsonl").open("a")
             (self.out / "recipe.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        start = time.monotonic()
+        start = time.monotonic() - spent
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not self.main,
                    dynamic_ncols=True)
         window: list[StepResult] = []
@@ -319,3 +321,15 @@ class Trainer:
 def _chunks(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+def _truncate_log(path: Path, step: int) -> float:
+    """Drop log rows past `step` (written after the checkpoint an interrupted run resumes from);
+    returns the training time logged up to `step` (0 for a fresh run)."""
+    if not path.exists():
+        return 0.0
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = [r for r in rows if r["step"] <= step]
+    if len(kept) != len(rows):
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return float(kept[-1]["time_s"]) if kept and step > 0 else 0.0
