@@ -33,6 +33,8 @@ def to_rgb_preview(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, :3])
 
 
+CAPTION_FONT = cv2.FONT_HERSHEY_SIMPLEX
+CAPTION_SCALE = 0.45
 ROW_LABEL_W = 80   # px left of the grid for row captions (at least; wider for long captions)
 COL_LABEL_H = 22   # px above the grid for column captions
 
@@ -58,8 +60,8 @@ def contact_sheet(rows: list[list[np.ndarray]], row_labels: list[str] | None = N
 
 
 def _text_width(text: str) -> int:
-    return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)[0][0]
+    return cv2.getTextSize(text, CAPTION_FONT, CAPTION_SCALE, 1)[0][0]
 
 
 def _caption(img: np.ndarray, text: str, org: tuple[int, int]) -> None:
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(img, text, org, CAPTION_FONT, CAPTION_SCALE, (255, 255, 255), 1, cv2.LINE_AA)

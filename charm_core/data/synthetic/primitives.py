@@ -44,10 +44,7 @@ class Primitives:
 
     @classmethod
     def concat(cls, parts: list[Primitives]) -> Primitives:
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return cls.empty()
-        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
+        return _concat(cls, parts)
 
     def select(self, mask: np.ndarray) -> Primitives:
         return Primitives(*(getattr(self, f.name)[mask] for f in fields(self)))
@@ -79,10 +76,7 @@ class Lights:
 
     @classmethod
     def concat(cls, parts: list[Lights]) -> Lights:
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return cls.empty()
-        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
+        return _concat(cls, parts)
 
     def at_time(self, t: float) -> Lights:
         pos = self.pos.copy()
@@ -124,3 +118,11 @@ class SceneBuilder:
         pos, color = zip(*self._lights)
         return Lights(np.array(pos, float).reshape(-1, 3), np.array(color, np.float32).reshape(-1, 3),
                       np.full(len(pos), self.velocity))
+
+
+def _concat(cls, parts: list):
+    """Field-wise concatenation of struct-of-arrays dataclasses (empty parts skipped)."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return cls.empty()
+    return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))

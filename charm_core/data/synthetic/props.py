@@ -35,6 +35,14 @@ def _pick(rng: np.random.Generator, table: np.ndarray) -> np.ndarray:
     return table[rng.integers(len(table))] * rng.uniform(0.85, 1.15)
 
 
+def _wheels(b: SceneBuilder, xs: list[float], y: float, hw: float, inset: float, half_length: float,
+            height: float, cls: int) -> None:
+    """One axle-wide rubber block per x in `xs`, `inset` inside the body's half-width `hw`."""
+    for wx in xs:
+        b.add(BOX, (wx - half_length, y - hw + inset, 0.0), (wx + half_length, y + hw - inset, height), cls,
+              M.RUBBER, (0.03, 0.03, 0.03))
+
+
 def car(b: SceneBuilder, x: float, y: float, heading: int, rng: np.random.Generator) -> float:
     """A passenger car centred at (x, y); returns its length."""
     length, width = rng.uniform(3.9, 4.8), rng.uniform(1.7, 1.9)
@@ -47,10 +55,8 @@ def car(b: SceneBuilder, x: float, y: float, heading: int, rng: np.random.Genera
     cx = x - heading * length * 0.06
     b.add(BOX, (cx - cab / 2, y - hw + 0.08, body_top), (cx + cab / 2, y + hw - 0.08, roof), C["Cars"], M.GLASS,
           (0.05, 0.05, 0.05), rng.random())
-    for ax in (-0.32, 0.32):
-        wx = x + ax * length
-        b.add(BOX, (wx - 0.33, y - hw + 0.05, 0.0), (wx + 0.33, y + hw - 0.05, 0.33), C["Cars"], M.RUBBER,
-              (0.03, 0.03, 0.03))
+    _wheels(b, [x + ax * length for ax in (-0.32, 0.32)], y, hw, inset=0.05, half_length=0.33, height=0.33,
+            cls=C["Cars"])
     return length
 
 
@@ -61,10 +67,8 @@ def bus(b: SceneBuilder, x: float, y: float, heading: int, rng: np.random.Genera
     color = _pick(rng, np.array([[0.6, 0.05, 0.03], [0.05, 0.25, 0.5], [0.7, 0.6, 0.1], [0.75, 0.75, 0.75]],
                                 np.float32))
     b.add(BOX, (x - hl, y - hw, 0.35), (x + hl, y + hw, 3.1), C["Bus"], M.BUS, color, rng.random())
-    for ax in (-0.3, 0.32):
-        wx = x + ax * length
-        b.add(BOX, (wx - 0.5, y - hw + 0.05, 0.0), (wx + 0.5, y + hw - 0.05, 0.4), C["Bus"], M.RUBBER,
-              (0.03, 0.03, 0.03))
+    _wheels(b, [x + ax * length for ax in (-0.3, 0.32)], y, hw, inset=0.05, half_length=0.5, height=0.4,
+            cls=C["Bus"])
     return length
 
 
@@ -82,9 +86,8 @@ def truck(b: SceneBuilder, x: float, y: float, heading: int, rng: np.random.Gene
     lo_x, hi_x = sorted((box_end, box_end - heading * cargo))
     b.add(BOX, (lo_x, y - hw, 0.6), (hi_x, y + hw, 3.6), C["Truck"], M.PLAIN,
           _pick(rng, np.array([[0.75, 0.75, 0.72], [0.5, 0.5, 0.5], [0.6, 0.3, 0.1]], np.float32)), rng.random())
-    for wx in (front - heading * 1.2, x - heading * length * 0.3):
-        b.add(BOX, (wx - 0.5, y - hw + 0.1, 0.0), (wx + 0.5, y + hw - 0.1, 0.5), C["Truck"], M.RUBBER,
-              (0.03, 0.03, 0.03))
+    _wheels(b, [front - heading * 1.2, x - heading * length * 0.3], y, hw, inset=0.1, half_length=0.5, height=0.5,
+            cls=C["Truck"])
     return length
 
 
