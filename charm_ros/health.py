@@ -32,8 +32,9 @@ class PipelineHealth:
     frames: int                        # published
     frames_dropped: int                # superseded before inference (latest wins)
     frames_skipped: int                # could not be processed (e.g. no CameraInfo)
-    inference_ms: float | None
-    end_to_end_ms: float | None
+    encode_ms: float | None            # latencies, medians over recent frames: sensor encoding
+    inference_ms: float | None         # model forward
+    end_to_end_ms: float | None        # reference stamp -> mask published
     output_rate_hz: float
     model_error: str = ""
     gpu_memory_mb: float | None = None
@@ -67,6 +68,7 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
         "frames_dropped": str(health.frames_dropped),
         "frames_skipped": str(health.frames_skipped),
         "output_rate_hz": f"{health.output_rate_hz:.2f}",
+        "encode_ms": _fmt(health.encode_ms),
         "inference_ms": _fmt(health.inference_ms),
         "end_to_end_ms": _fmt(health.end_to_end_ms),
         **({"gpu_memory_mb": f"{health.gpu_memory_mb:.0f}"} if health.gpu_memory_mb is not None else {}),

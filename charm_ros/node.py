@@ -7,6 +7,7 @@ subset on the next frame: no restart, no stall.
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import threading
 import time
@@ -44,8 +45,8 @@ class Counters:
     frames_dropped: int = 0
     frames_skipped: int = 0
     publish_times: deque = field(default_factory=lambda: deque(maxlen=50))
-    inference_ms: float | None = None
-    end_to_end_ms: float | None = None
+    # (monotonic publish time, encode ms, model forward ms, stamp -> publish ms) of recent frames
+    timings: deque = field(default_factory=lambda: deque(maxlen=100))
     model_error: str = ""
     subset: tuple[str, ...] = ()
 
@@ -85,13 +86,17 @@ class CharmNode(Node):
                                 reliability=reliability[cfg.input_reliability])
         out_qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST,
                              reliability=reliability[cfg.output_reliability])
+        self.topic_modality: dict[str, str] = {}  # resolved input topic -> the sensor it feeds
         for m in cfg.enabled:
             msg_type = PointCloud2 if m == "lidar" else Image
-            self.create_subscription(msg_type, cfg.topics[m], lambda msg, m=m: self._on_sensor(m, msg), sensor_qos)
+            sub = self.create_subscription(msg_type, cfg.topics[m], lambda msg, m=m: self._on_sensor(m, msg),
+                                           sensor_qos)
+            self.topic_modality[sub.topic_name] = m
         for m in ("rgb", "depth"):
             if m in cfg.enabled or m == "rgb":
-                self.create_subscription(CameraInfo, cfg.camera_info_topics[m],
-                                         lambda msg, m=m: self._on_camera_info(m, msg), sensor_qos)
+                sub = self.create_subscription(CameraInfo, cfg.camera_info_topics[m],
+                                               lambda msg, m=m: self._on_camera_info(m, msg), sensor_qos)
+                self.topic_modality[sub.topic_name] = m
         self.pubs = {
             "mask": self.create_publisher(Image, "~/mask", out_qos),
             "color_mask": self.create_publisher(Image, "~/color_mask", out_qos),
@@ -128,6 +133,14 @@ class CharmNode(Node):
             self.pipeline.accept_camera_info(modality, msg)
         except (conversions.ConversionError, ValueError) as exc:
             self._reject(modality, f"CameraInfo: {exc}")
+
+    def on_undecodable(self, topic: str, error: Exception) -> None:
+        """rclpy could not convert a received message (see run_node.TolerantExecutor)."""
+        modality = self.topic_modality.get(topic)
+        if modality is None:
+            self.get_logger().warning(f"dropped an undecodable message on {topic}: {error}", throttle_duration_sec=5.0)
+        else:
+            self._reject(modality, f"undecodable message on {topic}: {error}")
 
     def _reject(self, modality: str, reason: str) -> None:
         self.counters.rejected[modality] += 1
@@ -193,8 +206,8 @@ class CharmNode(Node):
         c = self.counters
         c.frames += 1
         c.publish_times.append(time.monotonic())
-        c.inference_ms = result.forward_ms
-        c.end_to_end_ms = (self.now() - result.frame.stamp) * 1e3
+        c.timings.append((time.monotonic(), result.encode_ms, result.forward_ms,
+                          (self.now() - result.frame.stamp) * 1e3))
         if result.subset != c.subset:
             c.subset = result.subset
             self.get_logger().info(f"subset now {subset_name(result.subset)}")
@@ -217,13 +230,19 @@ class CharmNode(Node):
         times = list(c.publish_times)
         recent = [t for t in times if t > time.monotonic() - 3.0]
         rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 2 and recent[-1] > recent[0] else 0.0
+        # latencies: medians over the frames of the last diagnostics period (else the last frame)
+        timings = list(c.timings)  # a copy: the worker appends while this runs
+        timings = [t for t in timings if t[0] > time.monotonic() - self.config.diagnostics_period] or timings[-1:]
+        encode_ms, inference_ms, end_to_end_ms = (
+            (statistics.median(t[i] for t in timings) if timings else None) for i in (1, 2, 3))
         gpu = None
         if self.pipeline.predictor.device.type == "cuda":
             gpu = torch.cuda.max_memory_allocated(self.pipeline.predictor.device) / 2 ** 20
         return PipelineHealth(
             enabled=self.config.enabled, modalities=modalities, subset=c.subset, frames=c.frames,
-            frames_dropped=c.frames_dropped, frames_skipped=c.frames_skipped, inference_ms=c.inference_ms,
-            end_to_end_ms=c.end_to_end_ms, output_rate_hz=rate, model_error=c.model_error, gpu_memory_mb=gpu)
+            frames_dropped=c.frames_dropped, frames_skipped=c.frames_skipped, encode_ms=encode_ms,
+            inference_ms=inference_ms, end_to_end_ms=end_to_end_ms, output_rate_hz=rate, model_error=c.model_error,
+            gpu_memory_mb=gpu)
 
     def _diagnostics_tick(self) -> None:
         reports = assess(self.health())

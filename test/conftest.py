@@ -79,12 +79,14 @@ def rclpy_node(domain_id: int):
     import threading
 
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
+
+    from charm_ros.run_node import TolerantExecutor
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain_id)
     node = rclpy.create_node("test_probe", context=context)
-    executor = SingleThreadedExecutor(context=context)
+    executor = TolerantExecutor(lambda topic, error: print(f"test probe dropped a message on {topic}: {error}"),
+                                context=context)
     executor.add_node(node)
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()

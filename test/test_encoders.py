@@ -56,8 +56,15 @@ def test_lidar_raster_nearest_point_wins_in_any_order():
         assert r[40, 50, 1] == intensity_code(np.array([0.9]))[0]
 
 
+def test_lidar_raster_equal_depth_on_one_pixel_keeps_the_first_point():
+    first, second = [7.0, 0.0, 0.0, 0.2], [7.0, 0.0, 0.0, 0.8]
+    assert lidar_to_raster(np.array([first, second]), K, (80, 100), RIG)[40, 50, 1] == intensity_code(np.array([0.2]))[0]
+    assert lidar_to_raster(np.array([second, first]), K, (80, 100), RIG)[40, 50, 1] == intensity_code(np.array([0.8]))[0]
+
+
 def test_lidar_raster_ignores_nan_behind_and_outside_points():
-    pts = np.array([[np.nan, 0.0, 0.0, 0.5], [-5.0, 0.0, 0.0, 0.5], [1.0, 5.0, 0.0, 0.5], [5.0, 0.0, 0.0, np.nan]])
+    pts = np.array([[np.nan, 0.0, 0.0, 0.5], [-5.0, 0.0, 0.0, 0.5], [1.0, 5.0, 0.0, 0.5], [np.inf, 0.0, 0.0, 0.5],
+                    [5.0, -np.inf, 0.0, 0.5], [5.0, 0.0, 0.0, np.nan]])
     r = lidar_to_raster(pts, K, (80, 100), RIG)
     assert np.count_nonzero(r.any(axis=2)) == 1          # only the last point (its NaN intensity -> code 1)
     assert r[40, 50, 1] == 1

@@ -47,8 +47,8 @@ def _modality(name, alive, rejected=0):
 def _health(alive, model_error=""):
     mods = [_modality(m, m in alive) for m in ("rgb", "depth", "event", "lidar")]
     return PipelineHealth(enabled=("rgb", "depth", "event", "lidar"), modalities=mods, subset=tuple(alive),
-                          frames=10, frames_dropped=0, frames_skipped=0, inference_ms=30.0, end_to_end_ms=60.0,
-                          output_rate_hz=10.0, model_error=model_error)
+                          frames=10, frames_dropped=0, frames_skipped=0, encode_ms=4.0, inference_ms=30.0,
+                          end_to_end_ms=60.0, output_rate_hz=10.0, model_error=model_error)
 
 
 def test_diagnostic_levels():

@@ -45,6 +45,7 @@ class Recorder:
     subsets: list[tuple[float, str]] = field(default_factory=list)
     diagnostics: list[tuple[float, int, str]] = field(default_factory=list)
     rejected: dict[str, int] = field(default_factory=dict)
+    pipeline_values: dict[str, str] = field(default_factory=dict)  # of the last pipeline status
     mask_shape: tuple | None = None
     info_shape: tuple | None = None
     labels: str | None = None
@@ -108,6 +109,7 @@ def subscribe(node, rec: Recorder) -> None:
             with rec.lock:
                 if status.name.endswith(": pipeline"):
                     rec.diagnostics.append((time.monotonic(), status.level[0], status.message))
+                    rec.pipeline_values = values
                 elif "rejected" in values:
                     rec.rejected[status.name.rsplit(": ", 1)[1]] = int(values["rejected"])
 
@@ -177,6 +179,11 @@ def test_node_degrades_and_recovers_over_dds(frames_npz, random_checkpoint, chil
             assert abs(stamp * 10 - round(stamp * 10)) < 1e-6, "mask stamp is not an input stamp"
         assert rec.mask_shape == (256, 256, "mono8") and rec.info_shape == (256, 256)
         assert len(json.loads(rec.labels)["classes"]) == 25
+        with rec.lock:
+            latency = {k: float(rec.pipeline_values[k]) for k in ("encode_ms", "inference_ms", "end_to_end_ms")}
+        # per frame stamp -> publish > encode and > forward, so their medians keep that order
+        assert 0 < latency["encode_ms"] < latency["end_to_end_ms"], latency
+        assert 0 < latency["inference_ms"] < latency["end_to_end_ms"], latency
 
         # 2. depth dies -> rgb+event+lidar within 1 s, no gap > 1 s; it returns -> four again
         t_kill = time.monotonic()

@@ -8,6 +8,8 @@ the ray of every network pixel. LiDAR is projected directly at network resolutio
 """
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -18,14 +20,24 @@ from charm_core.encoders.lidar import lidar_to_raster
 
 def resample_registered(img: np.ndarray, src_K: np.ndarray, dst_K: np.ndarray, dst_hw: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resample of an image seen with src_K into a camera with dst_K (same centre)."""
-    h, w = dst_hw
-    fx, s, cx, fy, cy = dst_K[0, 0], dst_K[0, 1], dst_K[0, 2], dst_K[1, 1], dst_K[1, 2]
-    yn = (np.arange(h, dtype=np.float64)[:, None] - cy) / fy
-    xn = (np.arange(w, dtype=np.float64)[None, :] - cx - s * yn) / fx
-    map_x = (src_K[0, 0] * xn + src_K[0, 1] * yn + src_K[0, 2]).astype(np.float32)
-    map_y = np.broadcast_to(src_K[1, 1] * yn + src_K[1, 2], (h, w)).astype(np.float32)
+    map_x, map_y = _registration_maps(np.asarray(src_K, np.float64).tobytes(), np.asarray(dst_K, np.float64).tobytes(),
+                                      (int(dst_hw[0]), int(dst_hw[1])))
     return cv2.remap(img, map_x, map_y, interpolation=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
                      borderValue=0)
+
+
+@functools.lru_cache(maxsize=16)
+def _registration_maps(src_K: bytes, dst_K: bytes, dst_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Source pixel of every destination pixel; cached because cameras rarely change between frames."""
+    src, dst = np.frombuffer(src_K).reshape(3, 3), np.frombuffer(dst_K).reshape(3, 3)
+    h, w = dst_hw
+    fx, s, cx, fy, cy = dst[0, 0], dst[0, 1], dst[0, 2], dst[1, 1], dst[1, 2]
+    yn = (np.arange(h, dtype=np.float64)[:, None] - cy) / fy
+    xn = (np.arange(w, dtype=np.float64)[None, :] - cx - s * yn) / fx
+    map_x = (src[0, 0] * xn + src[0, 1] * yn + src[0, 2]).astype(np.float32)
+    map_y = np.ascontiguousarray(np.broadcast_to(src[1, 1] * yn + src[1, 2], (h, w)), dtype=np.float32)
+    map_x.flags.writeable = map_y.flags.writeable = False
+    return map_x, map_y
 
 
 class FrameEncoder:

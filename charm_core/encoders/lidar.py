@@ -38,25 +38,29 @@ def lidar_to_raster(points: np.ndarray, K: np.ndarray, hw: tuple[int, int],
     K = check_intrinsics(K)
     h, w = (int(x) for x in hw)
     raster = np.zeros((h, w, 3), dtype=np.uint8)
-    xyz = points[:, :3].astype(np.float64)
-    keep = np.all(np.isfinite(xyz), axis=1)
-    if not keep.any():
-        return raster
-    intensity = normalized_intensity(points)[keep]
-    cam = transform_points(geometry.T_cam_lidar, xyz[keep])
-    u, v, z = project_points(cam, K)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
+        # non-finite points stay NaN/inf through here and fail the `inside` test
+        cam = transform_points(geometry.T_cam_lidar, points[:, :3])
+        u, v, z = project_points(cam, K)
         col, row = np.rint(u), np.rint(v)
-        inside = (z > MIN_DEPTH_M) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+        inside = np.flatnonzero((z > MIN_DEPTH_M) & (col >= 0) & (col < w) & (row >= 0) & (row < h))
     pix = row[inside].astype(np.int64) * w + col[inside].astype(np.int64)
-    z_in = z[inside]
-    order = np.lexsort((z_in, pix))  # by pixel, then nearest first
-    first = np.ones(order.size, dtype=bool)
-    first[1:] = pix[order][1:] != pix[order][:-1]
-    winners = order[first]
+    nearest = _nearest_per_pixel(pix, z[inside], h * w)
+    winners, idx = inside[nearest], pix[nearest]
     flat = raster.reshape(-1, 3)
-    idx = pix[winners]
-    flat[idx, 0] = depth_code(z_in[winners])
-    flat[idx, 1] = intensity_code(intensity[inside][winners])
-    flat[idx, 2] = height_code(geometry.height_above_ground(cam[inside][winners]))
+    flat[idx, 0] = depth_code(z[winners])
+    flat[idx, 1] = intensity_code(normalized_intensity(points)[winners])
+    flat[idx, 2] = height_code(geometry.height_above_ground(cam[winners]))
     return raster
+
+
+def _nearest_per_pixel(pix: np.ndarray, z: np.ndarray, size: int) -> np.ndarray:
+    """Indices of the points that win their pixel: smallest z, and among equal z the first point.
+
+    Two scatter-min passes over a z-buffer instead of sorting all points by (pixel, z)."""
+    zbuf = np.full(size, np.inf)
+    np.minimum.at(zbuf, pix, z)
+    nearest = np.flatnonzero(z == zbuf[pix])
+    first = np.full(size, len(z))
+    np.minimum.at(first, pix[nearest], nearest)
+    return nearest[first[pix[nearest]] == nearest]

@@ -19,14 +19,24 @@ def _require_uint8(img: np.ndarray, what: str) -> np.ndarray:
     return img
 
 
+def _planar_unit(img: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 -> contiguous float32 3xHxW / 255. Transposing the uint8 image first and working in
+    place is bit-identical to the HWC float arithmetic and several times faster (the node runs this
+    on every frame)."""
+    x = np.ascontiguousarray(img.transpose(2, 0, 1)).astype(np.float32)
+    x /= np.float32(255.0)
+    return x
+
+
 def encode_rgb(rgb: np.ndarray) -> np.ndarray:
     """HxWx3 uint8 RGB -> float32 3xHxW, ImageNet-normalized."""
     rgb = _require_uint8(rgb, "rgb image")
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb image must be HxWx3, got shape {rgb.shape}")
-    x = rgb.astype(np.float32) / 255.0
-    x = (x - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    x = _planar_unit(rgb)
+    x -= IMAGENET_MEAN[:, None, None]
+    x /= IMAGENET_STD[:, None, None]
+    return x
 
 
 def encode_unit(img: np.ndarray) -> np.ndarray:
@@ -38,8 +48,7 @@ def encode_unit(img: np.ndarray) -> np.ndarray:
         raise ValueError(f"modality image must be HxW, HxWx1, HxWx3 or HxWx4, got shape {img.shape}")
     if img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
-    x = img[..., :3].astype(np.float32) / 255.0
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    return _planar_unit(img[..., :3])
 
 
 def frame_to_network(images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

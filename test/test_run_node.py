@@ -1,0 +1,70 @@
+"""run_node's executor: a message rclpy cannot convert is dropped and reported, the subscription lives on."""
+import time
+
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from std_msgs.msg import String
+
+from charm_ros.run_node import TolerantExecutor
+
+UNCONVERTIBLE = "Unable to convert call argument '0' to Python object"
+
+
+@pytest.fixture
+def node(domain_id):
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain_id)
+    node = rclpy.create_node("tolerant_test", context=context)
+    yield node
+    node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+def first_take_fails(monkeypatch):
+    """rclpy takes the first message off the wire, then fails to convert it (as in ros2/rclpy#848)."""
+    real = SingleThreadedExecutor._take_subscription
+    calls = []
+
+    def take(self, sub):
+        calls.append(sub.topic_name)
+        work = real(self, sub)
+        if len(calls) == 1:
+            raise RuntimeError(UNCONVERTIBLE)
+        return work
+
+    monkeypatch.setattr(SingleThreadedExecutor, "_take_subscription", take)
+
+
+def spin_until(executor, done, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+
+
+def test_plain_executor_dies_on_an_unconvertible_message(node, monkeypatch):
+    first_take_fails(monkeypatch)
+    node.create_subscription(String, "/tolerant", lambda msg: None, 10)
+    pub = node.create_publisher(String, "/tolerant", 10)
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    pub.publish(String(data="a"))
+    with pytest.raises(RuntimeError, match="Unable to convert"):
+        spin_until(executor, lambda: False, timeout=2.0)
+    executor.shutdown()
+
+
+def test_tolerant_executor_drops_it_reports_it_and_keeps_receiving(node, monkeypatch):
+    first_take_fails(monkeypatch)
+    got, reports = [], []
+    node.create_subscription(String, "/tolerant", lambda msg: got.append(msg.data), 10)
+    pub = node.create_publisher(String, "/tolerant", 10)
+    executor = TolerantExecutor(lambda topic, error: reports.append((topic, str(error))), context=node.context)
+    executor.add_node(node)
+    pub.publish(String(data="a"))
+    spin_until(executor, lambda: reports)
+    pub.publish(String(data="b"))
+    spin_until(executor, lambda: got)
+    executor.shutdown()
+    assert reports == [("/tolerant", UNCONVERTIBLE)]
+    assert got == ["b"], "the failed message is dropped, the next one is delivered"
