@@ -9,7 +9,8 @@ frames is what the node measures around the forward pass and reports on /diagnos
 period). Node overhead = e2e - forward: DDS both ways, conversion, sync, encoding, publishing. The
 forward time measured afterwards in this process, alone on the cores, is printed for comparison; on
 2 shared cores it differs from the in-node figure by up to ~10 ms either way, which is why it is not
-the one subtracted. Then the input rate is raised to 2x what the node sustains: with latest-wins there
+the one subtracted. The overhead is split with the node's other reported medians (encoding, stamp ->
+mask published); medians of parts add up only approximately. Then the input rate is raised to 2x what the node sustains: with latest-wins there
 must be no queue growth (latency at the end no higher than at the start).
 """
 from __future__ import annotations
