@@ -102,14 +102,13 @@ def publisher(frames: Path, control: Path) -> None:
 def standalone_forward(checkpoint: str, frames: Path, subset: tuple[str, ...], reps: int = 30) -> float:
     """Median model forward (ms) on the same frames with the node's Pipeline, in this process."""
     from charm_core.inference import Predictor
-    from charm_ros.pipeline import Pipeline, PipelineConfig, SensorSample
+    from charm_ros.pipeline import Pipeline, SensorSample
     from charm_ros.sync import Frame
     from charm_ros.node_config import load_param_file, validate
 
     cfg = validate(load_param_file(ROOT / "config" / "charm.param.yaml"))
     data = np.load(frames)
-    pipeline = Pipeline(Predictor.from_checkpoint(checkpoint, device="cpu"),
-                        PipelineConfig(input_size=(256, 256), geometry=cfg.geometry))
+    pipeline = Pipeline.for_node(Predictor.from_checkpoint(checkpoint, device="cpu"), cfg)
     pipeline.set_camera("rgb", data["K"], (256, 256))
     pipeline.set_camera("depth", data["K"], (256, 256))
     forward = []
@@ -147,6 +146,7 @@ def main() -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
+    from charm_ros.conversions import stamp_to_sec
     from charm_ros.launcher import Launcher, NodeSpec, resolve_executable
 
     work = Path(tempfile.mkdtemp(prefix="node_latency_"))
@@ -164,7 +164,7 @@ def main() -> int:
     def on_mask(msg: Image) -> None:
         now = time.time()
         with lock:
-            arrivals.append((now, msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, current["subset"]))
+            arrivals.append((now, stamp_to_sec(msg.header.stamp), current["subset"]))
 
     def on_diagnostics(msg: DiagnosticArray) -> None:
         now = time.time()

@@ -70,13 +70,12 @@ class SubsetReport:
 
 
 def subset_inputs(inputs: dict[str, torch.Tensor], subset: tuple[str, ...], protocol: str
-                  ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+                  ) -> dict[str, torch.Tensor]:
     """The model inputs for one subset under a protocol (see module docstring)."""
     if protocol == "drop":
-        return {m: inputs[m] for m in subset}, None
+        return {m: inputs[m] for m in subset}
     if protocol == "zero":
-        fed = {m: inputs[m] if m in subset else torch.zeros_like(inputs[m]) for m in inputs}
-        return fed, None
+        return {m: inputs[m] if m in subset else torch.zeros_like(inputs[m]) for m in inputs}
     raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
 
 
@@ -100,12 +99,11 @@ def evaluate_subsets(model: torch.nn.Module, batches: Iterable[tuple[dict[str, t
         if missing:
             raise ValueError(f"the data provides no {sorted(missing)} for the requested subsets")
         inputs = {m: x.to(device) for m, x in inputs.items() if m in MODALITIES}
+        target = labels.numpy()
         for subset in subsets:
-            fed, available = subset_inputs(inputs, subset, protocol)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                logits = model(fed, available)
+                logits = model(subset_inputs(inputs, subset, protocol))
             pred = logits.argmax(1).cpu().numpy()
-            target = labels.numpy()
             name = subset_name(subset)
             overall[name].update(pred, target)
             for i, condition in enumerate(conditions):

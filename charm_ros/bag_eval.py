@@ -35,7 +35,7 @@ from charm_ros import conversions
 from charm_ros.dropouts import Dropout, dropped_at, parse_dropouts
 from charm_ros.node_config import NodeConfig, load_param_file, validate
 from charm_ros.paths import share_path
-from charm_ros.pipeline import FrameSkipped, Pipeline, PipelineConfig, Result
+from charm_ros.pipeline import FrameSkipped, Pipeline, Result
 from charm_ros.sync import Synchronizer
 
 TOPIC_KEYS = ("rgb", "depth", "event", "lidar", "rgb_info", "depth_info", "gt")
@@ -100,7 +100,8 @@ def _fmt(value: float | None) -> str:
 
 
 def stamp_ns(msg: Any) -> int:
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+    """Header stamp of a message (or SensorSample) in integer nanoseconds."""
+    return conversions.stamp_to_ns(msg.header.stamp)
 
 
 def read_in_stamp_order(bag: Path, topics: set[str], window_s: float = 1.0, counts: Counter | None = None,
@@ -141,9 +142,7 @@ class BagEvaluator:
 
     def __init__(self, predictor: Predictor, config: NodeConfig, topics: dict[str, str | None],
                  drop: list[Dropout] | None = None) -> None:
-        size = config.input_size or tuple(predictor.info.provenance.get("input_size", (256, 256)))
-        self.pipeline = Pipeline(predictor, PipelineConfig(input_size=tuple(size), geometry=config.geometry,
-                                                           min_confidence=config.min_confidence))
+        self.pipeline = Pipeline.for_node(predictor, config)
         self.sync = Synchronizer(config.sync)
         self.enabled = config.enabled
         self.topics = {k: v for k, v in topics.items() if v}

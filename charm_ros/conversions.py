@@ -50,15 +50,27 @@ class ConversionError(ValueError):
     """A message that cannot be converted; the text says which field, encoding or size was wrong."""
 
 
-def stamp_to_sec(stamp: Any) -> float:
-    """builtin_interfaces/Time (rclpy or rosbags: `.sec`, `.nanosec`) -> float seconds."""
+def _stamp_fields(stamp: Any) -> tuple[int, int]:
+    """builtin_interfaces/Time (rclpy or rosbags: `.sec`, `.nanosec`) -> checked (sec, nanosec)."""
     try:
         sec, nanosec = int(stamp.sec), int(stamp.nanosec)
     except (AttributeError, TypeError, ValueError) as exc:
         raise ConversionError(f"stamp must have integer fields sec and nanosec, got {stamp!r}") from exc
     if not 0 <= nanosec < 1_000_000_000:
         raise ConversionError(f"stamp.nanosec must be in [0, 1e9), got {nanosec}")
+    return sec, nanosec
+
+
+def stamp_to_sec(stamp: Any) -> float:
+    """builtin_interfaces/Time -> float seconds."""
+    sec, nanosec = _stamp_fields(stamp)
     return sec + nanosec * 1e-9
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds: exact, so messages of one instant share it as a key."""
+    sec, nanosec = _stamp_fields(stamp)
+    return sec * 1_000_000_000 + nanosec
 
 
 def _parse_encoding(encoding: Any) -> tuple[str, np.dtype, int]:

@@ -72,10 +72,6 @@ class DemoReport(Node):
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    @staticmethod
-    def _key(msg) -> int:
-        return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-
     def _on_status(self, msg: String) -> None:
         status = json.loads(msg.data)
         sec, nanosec = status["stamp"]
@@ -85,15 +81,16 @@ class DemoReport(Node):
         self._match()
 
     def _on_truth(self, msg: Image) -> None:
-        self.truth[self._key(msg)] = conversions.image_to_numpy(msg)
+        self.truth[conversions.stamp_to_ns(msg.header.stamp)] = conversions.image_to_numpy(msg)
         self._match()
 
     def _on_rgb(self, msg: Image) -> None:
-        self.rgb[self._key(msg)] = conversions.image_to_rgb(msg)
+        self.rgb[conversions.stamp_to_ns(msg.header.stamp)] = conversions.image_to_rgb(msg)
 
     def _on_mask(self, msg: Image) -> None:
         latency_ms = (self.now() - conversions.stamp_to_sec(msg.header.stamp)) * 1e3
-        self.pending[self._key(msg)] = (conversions.image_to_numpy(msg), latency_ms, self.subset)
+        key = conversions.stamp_to_ns(msg.header.stamp)
+        self.pending[key] = (conversions.image_to_numpy(msg), latency_ms, self.subset)
         self._match()
 
     def _match(self) -> None:

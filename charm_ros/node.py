@@ -30,12 +30,9 @@ from charm_core.visualize import confidence_to_mono8, overlay
 from charm_ros import conversions
 from charm_ros.health import PipelineHealth, ModalityHealth, assess
 from charm_ros.node_config import PARAMETERS, SPECS, ConfigError, NodeConfig, check_value, validate
-from charm_ros.pipeline import FrameSkipped, Pipeline, PipelineConfig, Result
+from charm_ros.pipeline import FrameSkipped, Pipeline, Result
 from charm_ros.run_node import run_node
 from charm_ros.sync import Synchronizer
-
-DEFAULT_INPUT_SIZE = (256, 256)
-
 
 @dataclass
 class Counters:
@@ -60,9 +57,7 @@ class CharmNode(Node):
         self.config: NodeConfig = validate({p.name: self.get_parameter(p.name).value for p in PARAMETERS})
         predictor = Predictor.from_checkpoint(self.config.checkpoint, device=self.config.device,
                                               precision=self.config.precision)
-        size = self.config.input_size or tuple(predictor.info.provenance.get("input_size", DEFAULT_INPUT_SIZE))
-        self.pipeline = Pipeline(predictor, PipelineConfig(input_size=tuple(size), geometry=self.config.geometry,
-                                                           min_confidence=self.config.min_confidence))
+        self.pipeline = Pipeline.for_node(predictor, self.config)
         self.sync = Synchronizer(self.config.sync)
         self.counters = Counters()
         self.lock = threading.Condition()
@@ -74,6 +69,7 @@ class CharmNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.worker = threading.Thread(target=self._work, name="charm_inference", daemon=True)
         self.worker.start()
+        size = self.pipeline.config.input_size
         self.get_logger().info(
             f"CHARM on {predictor.device} ({predictor.precision}), input {size[0]}x{size[1]}, "
             f"modalities {', '.join(self.config.enabled)}, checkpoint {self.config.checkpoint}")

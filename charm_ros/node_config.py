@@ -15,13 +15,13 @@ import numpy as np
 import yaml
 
 from charm_core.encoders import SensorGeometry
+from charm_core.inference import PRECISIONS
 from charm_core.modalities import MODALITIES
 from charm_ros.paths import share_path
 from charm_ros.sync import ModalityConfig, SyncConfig
 
 DEFAULT_CHECKPOINT = "models/charm_tiny_synthetic.safetensors"
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "fp16", "bf16")
 RELIABILITIES = ("best_effort", "reliable")
 OUTPUTS = ("mask", "color_mask", "overlay", "confidence", "camera_info", "subset")
 
@@ -40,6 +40,7 @@ class ParamSpec:
     dynamic: bool = False          # may change while running
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    maximum: float | None = None
 
 
 def _modality_params(m: str) -> list[ParamSpec]:
@@ -76,9 +77,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("geometry.lidar_to_camera", LIDAR_TO_OPTICAL,
               "4x4 row-major transform from the LiDAR frame to the camera optical frame"),
     *[ParamSpec(f"outputs.{name}", True, f"publish ~/{name}", dynamic=True) for name in OUTPUTS],
-    ParamSpec("outputs.overlay_alpha", 0.5, "colour-mask weight in ~/overlay (0..1)", dynamic=True, minimum=0.0),
+    ParamSpec("outputs.overlay_alpha", 0.5, "colour-mask weight in ~/overlay (0..1)", dynamic=True,
+              minimum=0.0, maximum=1.0),
     ParamSpec("outputs.min_confidence", 0.0, "pixels below this confidence are 255 (no data) on ~/mask",
-              dynamic=True, minimum=0.0),
+              dynamic=True, minimum=0.0, maximum=1.0),
     ParamSpec("qos.input_depth", 5, "history depth of the sensor subscriptions", minimum=1),
     ParamSpec("qos.input_reliability", "best_effort", "best_effort matches every publisher", choices=RELIABILITIES),
     ParamSpec("qos.output_reliability", "reliable", "QoS reliability of the outputs", choices=RELIABILITIES),
@@ -119,7 +121,7 @@ def validate(values: dict[str, Any]) -> NodeConfig:
     if unknown:
         raise ConfigError(f"unknown parameters {unknown}")
     v = {name: values.get(name, spec.default) for name, spec in SPECS.items()}
-    for name, spec in SPECS.items():
+    for name in SPECS:
         check_value(name, v[name])
 
     enabled = tuple(m for m in MODALITIES if v[f"{m}.enabled"])
@@ -185,10 +187,9 @@ def check_value(name: str, value: Any) -> None:
         raise ConfigError(f"parameter {name} must be one of {list(spec.choices)}, got {value!r}")
     if spec.minimum is not None and value < spec.minimum:
         raise ConfigError(f"parameter {name} must be >= {spec.minimum}, got {value!r}")
-    if name == "outputs.overlay_alpha" and value > 1.0:
-        raise ConfigError(f"parameter {name} must be in [0, 1], got {value!r}")
-    if name == "outputs.min_confidence" and value > 1.0:
-        raise ConfigError(f"parameter {name} must be in [0, 1], got {value!r}")
+    if spec.maximum is not None and value > spec.maximum:
+        bound = f"<= {spec.maximum:g}" if spec.minimum is None else f"in [{spec.minimum:g}, {spec.maximum:g}]"
+        raise ConfigError(f"parameter {name} must be {bound}, got {value!r}")
 
 
 def load_param_file(path: str | Path, node_name: str = "charm") -> dict[str, Any]:

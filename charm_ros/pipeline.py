@@ -15,10 +15,12 @@ from charm_core.encoders import FrameEncoder, SensorGeometry, frame_to_network
 from charm_core.inference import Predictor
 from charm_core.modalities import MODALITIES
 from charm_ros import conversions
+from charm_ros.node_config import NodeConfig
 from charm_ros.sync import Frame
 
 # Sensors whose encoding needs camera intrinsics (back-projection / projection).
 NEEDS_CAMERA = ("depth", "lidar")
+DEFAULT_INPUT_SIZE = (256, 256)  # for a checkpoint that does not record its training size
 
 
 @dataclass
@@ -69,6 +71,14 @@ class Pipeline:
         self.config = config
         self.encoder = FrameEncoder(tuple(config.input_size), config.geometry)
         self.cameras: dict[str, CameraModel] = {}
+
+    @classmethod
+    def for_node(cls, predictor: Predictor, config: NodeConfig) -> Pipeline:
+        """The pipeline the node's parameters describe (the live node and the bag evaluator both use it);
+        input size [0, 0] means the checkpoint's training size."""
+        size = config.input_size or tuple(predictor.info.provenance.get("input_size", DEFAULT_INPUT_SIZE))
+        return cls(predictor, PipelineConfig(input_size=tuple(size), geometry=config.geometry,
+                                             min_confidence=config.min_confidence))
 
     def set_camera(self, modality: str, K: np.ndarray, hw: tuple[int, int]) -> None:
         """Latest CameraInfo of the rgb or depth camera."""

@@ -85,7 +85,8 @@ class SimRig(Node):
         self.fps = p("fps", 10.0, "frames per second (render rate)")
         condition = p("condition", "sun", f"one of {', '.join(CONDITIONS)}")
         case = p("case", "", f"sensor failure: '' or one of {', '.join(CASES)}")
-        self.dropouts = parse_dropouts(p("dropouts", "", "e.g. 'depth:5-10,rgb:12-20' (seconds since start)"))
+        schedule = p("dropouts", "", "e.g. 'depth:5-10,rgb:12-20' (seconds since start)")
+        self.dropouts = parse_dropouts(schedule)
         self.rates = {m: p(f"{m}.rate", self.fps, f"{m} publish rate (<= fps)") for m in MODALITIES}
         self.encoding = RigEncoding(
             depth=p("depth_encoding", "32FC1", "32FC1 (m) or 16UC1 (mm)"),
@@ -108,11 +109,10 @@ class SimRig(Node):
         self.start = time.monotonic() + start_delay
         self.create_timer(1.0 / self.fps, self._tick)
         self.get_logger().info(f"synthetic rig: seed {seed}, {size[1]}x{size[0]} @ {self.fps} Hz, {condition}"
-                               f"{'/' + case if case else ''}, dropouts: {p('dropouts', '', '') or 'none'}")
+                               f"{'/' + case if case else ''}, dropouts: {schedule or 'none'}")
 
     def _param(self, name: str, default, description: str):
-        if not self.has_parameter(name):
-            self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
+        self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
         return self.get_parameter(name).value
 
     def _validate(self, size: list[int], condition: str, case: str, start_delay: float) -> None:

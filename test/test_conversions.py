@@ -19,7 +19,7 @@ from std_msgs.msg import Header
 
 from charm_ros.conversions import (
     ConversionError, camera_info_to_k, image_to_depth_m, image_to_numpy, image_to_rgb, k_to_camera_info,
-    numpy_to_image, pointcloud2_to_xyzi, stamp_to_sec, xyzi_to_pointcloud2,
+    numpy_to_image, pointcloud2_to_xyzi, stamp_to_ns, stamp_to_sec, xyzi_to_pointcloud2,
 )
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
@@ -81,6 +81,10 @@ def random_image(encoding, height=5, width=7, seed=0):
 def test_stamp_to_sec(flavour):
     assert stamp_to_sec(header(flavour, 1_700_000_000, 250_000_000).stamp) == pytest.approx(1_700_000_000.25, abs=1e-6)
     assert stamp_to_sec(header(flavour, 3, 1).stamp) == pytest.approx(3.000000001, abs=1e-12)
+    # exact integer ns: two stamps 1 ns apart stay distinct keys even where float seconds cannot tell them apart
+    assert stamp_to_ns(header(flavour, 1_700_000_000, 250_000_001).stamp) == 1_700_000_000_250_000_001
+    assert stamp_to_ns(header(flavour, 1_700_000_000, 250_000_001).stamp) != \
+        stamp_to_ns(header(flavour, 1_700_000_000, 250_000_002).stamp)
 
 
 def test_stamp_to_sec_rejects_bad_stamps():
@@ -88,6 +92,8 @@ def test_stamp_to_sec_rejects_bad_stamps():
         stamp_to_sec(object())
     with pytest.raises(ConversionError, match="nanosec"):
         stamp_to_sec(BAG["Time"](sec=1, nanosec=1_000_000_000))
+    with pytest.raises(ConversionError, match="nanosec"):
+        stamp_to_ns(BAG["Time"](sec=1, nanosec=1_000_000_000))
 
 
 # ---------------------------------------------------------------- Image -> numpy

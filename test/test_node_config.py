@@ -27,6 +27,8 @@ def test_priority_orders_only_enabled_modalities():
     ({"sync.reference_priority": ["rgb", "sonar"]}, "sync.reference_priority"),
     ({"model.device": "tpu"}, "model.device"),
     ({"outputs.overlay_alpha": 1.5}, "outputs.overlay_alpha"),
+    ({"outputs.min_confidence": 1.2}, r"outputs.min_confidence must be in \[0, 1\]"),
+    ({"model.precision": "int8"}, "model.precision"),
     ({"sync.max_skew": -0.1}, "sync.max_skew"),
     ({"rgb.stale_timeout": "soon"}, "rgb.stale_timeout"),
     ({"geometry.lidar_to_camera": list(np.eye(4).ravel() * 2)}, "rigid"),

@@ -233,12 +233,10 @@ class Trainer:
         val = self.val_set
         indices = range(len(val)) if cfg.val_max_samples is None else \
             range(0, len(val), max(1, len(val) // cfg.val_max_samples))
-        batches = ((collate([val[i] for i in chunk]) + ([val.samples[i].condition for i in chunk],))
-                   for chunk in _chunks(list(indices), cfg.batch_size))
-        report = evaluate_subsets(self.model, batches, DELIVER_CLASSES, all_subsets(cfg.modalities), "drop",
-                                  self.device, self.amp_dtype, progress=False)
-        return {"val_mean": report.summary()["mean"][0], "val_top1": report.summary()["top1"][0],
-                "val_last1": report.summary()["last1"][0],
+        report = evaluate_subsets(self.model, eval_batches(val, list(indices), cfg.batch_size), DELIVER_CLASSES,
+                                  all_subsets(cfg.modalities), "drop", self.device, self.amp_dtype, progress=False)
+        summary = report.summary()
+        return {"val_mean": summary["mean"][0], "val_top1": summary["top1"][0], "val_last1": summary["last1"][0],
                 "val_full": report.results["+".join(cfg.modalities)].miou_present}
 
     # ------------------------------------------------------------------ loop
@@ -318,9 +316,12 @@ class Trainer:
                 "ine_modality_probs": {m: round(p, 3) for m, p in zip(self.cfg.modalities, probs)}}
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
+def eval_batches(dataset: DeliverDataset, indices: list[int], batch_size: int
+                 ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor, list[str]]]:
+    """(inputs, labels, conditions) batches of `indices`, the form evaluate_subsets takes."""
+    for i in range(0, len(indices), batch_size):
+        chunk = indices[i:i + batch_size]
+        yield (*collate([dataset[j] for j in chunk]), [dataset.samples[j].condition for j in chunk])
 
 
 def _truncate_log(path: Path, step: int) -> float:
