@@ -123,7 +123,10 @@ class Predictor:
         return inputs
 
     def _to_tensor(self, array: np.ndarray) -> Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
+        a = np.asarray(array, dtype=np.float32)  # the encoders' channels-last views pass without a copy
+        if min(a.strides) < 0:  # torch cannot view negative strides (e.g. a flipped image)
+            a = np.ascontiguousarray(a)
+        t = torch.from_numpy(a)[None]
         if self.device.type == "cpu":
             return t.contiguous(memory_format=torch.channels_last)
         return t.to(self.device)

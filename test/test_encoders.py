@@ -176,6 +176,18 @@ def test_encode_rgb_and_unit():
         encode_rgb(np.zeros((2, 2), np.uint8))
 
 
+def test_network_inputs_are_channels_last_views_whatever_the_input_layout():
+    """3xHxW views of HxWx3 memory (the CPU model's layout, so the predictor copies nothing); a strided
+    input image (flipped, cropped, transposed) encodes like its contiguous copy."""
+    img = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    for encode in (encode_rgb, encode_unit):
+        x = encode(img)
+        assert x.shape == (3, 6, 5) and x.transpose(1, 2, 0).flags.c_contiguous
+        for view in (img[::-1], img[:, 1:], img.transpose(1, 0, 2)):
+            assert np.array_equal(encode(view), encode(np.ascontiguousarray(view)))
+    np.testing.assert_allclose(encode_rgb(img)[:, 2, 3], (img[2, 3] / 255 - IMAGENET_MEAN) / IMAGENET_STD, rtol=1e-6)
+
+
 def test_frame_to_network_uses_imagenet_for_rgb_only():
     img = np.full((4, 4, 3), 255, np.uint8)
     out = frame_to_network({"rgb": img, "lidar": img})

@@ -51,6 +51,21 @@ def test_predict_matches_the_model(checkpoint: Path) -> None:
     assert predictor.modalities == ("rgb", "depth", "event", "lidar") and predictor.device.type == "cpu"
 
 
+def test_any_memory_layout_gives_the_same_answer(checkpoint: Path) -> None:
+    """Planar, channels-last views (what the encoders return), flipped (negative strides) and float64
+    inputs are all the same frame to the predictor."""
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    planar = _frame()
+    labels, confidence = predictor.predict(planar)
+    channels_last = {m: np.ascontiguousarray(a.transpose(1, 2, 0)).transpose(2, 0, 1) for m, a in planar.items()}
+    assert all(not a.flags.c_contiguous for a in channels_last.values())
+    flipped = {m: np.ascontiguousarray(a[:, ::-1])[:, ::-1] for m, a in planar.items()}
+    for inputs in (channels_last, flipped, {m: a.astype(np.float64) for m, a in planar.items()}):
+        got_labels, got_confidence = predictor.predict(inputs)
+        assert np.array_equal(got_labels, labels)
+        np.testing.assert_allclose(got_confidence, confidence, atol=1e-6)
+
+
 def test_any_subset_runs_and_changes_the_answer(checkpoint: Path) -> None:
     predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
     frame = _frame()

@@ -66,11 +66,11 @@ def normal_cos_up(X: np.ndarray, Y: np.ndarray, Z: np.ndarray, valid: np.ndarray
     nz = ux * vy - uy * vx
     norm = np.sqrt(nx * nx + ny * ny + nz * nz)
     ok = valid & (norm > 1e-12)
-    norm[~ok] = np.inf  # unknown normals: cos 0, and no division by zero
+    np.copyto(norm, np.inf, where=~ok)  # unknown normals: cos 0, and no division by zero
     cos_up = (nx * np.float32(up[0]) + ny * np.float32(up[1]) + nz * np.float32(up[2])) / norm
     away = (nx * X + ny * Y + nz * Z) > 0  # normal . point > 0: it points away from the camera, flip it
-    cos_up[away] *= -1
-    return np.clip(cos_up, -1.0, 1.0), ok
+    np.negative(cos_up, out=cos_up, where=away)
+    return np.clip(cos_up, -1.0, 1.0, out=cos_up), ok
 
 
 def depth_to_hha(depth_m: np.ndarray, K: np.ndarray, geometry: SensorGeometry) -> np.ndarray:
@@ -87,8 +87,7 @@ def depth_to_hha(depth_m: np.ndarray, K: np.ndarray, geometry: SensorGeometry) -
     angle = np.where(has_normal, np.degrees(np.arccos(cos_up)), np.float32(UNKNOWN_ANGLE_DEG))
     height = geometry.camera_height + (X * up[0] + Y * up[1] + Z * up[2])
     hha = np.empty(z.shape + (3,), np.uint8)
-    hha[..., 0] = depth_code(np.where(valid, z, 1.0))
-    hha[..., 1] = height_code(height)
-    hha[..., 2] = angle_code(angle)
-    hha[~valid] = 0
+    for channel, code in enumerate((depth_code(np.where(valid, z, 1.0)), height_code(height), angle_code(angle))):
+        code *= valid  # invalid depth: 0 in every channel
+        hha[..., channel] = code
     return hha

@@ -19,28 +19,34 @@ def _require_uint8(img: np.ndarray, what: str) -> np.ndarray:
     return img
 
 
-def _planar_unit(img: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8 -> contiguous float32 3xHxW / 255. Transposing the uint8 image first and working in
-    place is bit-identical to the HWC float arithmetic and several times faster (the node runs this
-    on every frame)."""
-    x = np.ascontiguousarray(img.transpose(2, 0, 1)).astype(np.float32)
+def _unit_hwc(img: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 -> new contiguous float32 HxWx3 / 255 (worked in place: the node runs this per frame)."""
+    x = img.astype(np.float32, order="C")  # C order even for a strided input: callers reshape it in place
     x /= np.float32(255.0)
     return x
 
 
+def _channels_first(x: np.ndarray) -> np.ndarray:
+    """HxWx3 -> 3xHxW view of the same memory: channels-last strides, which is the layout the CPU
+    model runs in, so the predictor takes it without a copy (np.ascontiguousarray gives planar)."""
+    return x.transpose(2, 0, 1)
+
+
 def encode_rgb(rgb: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8 RGB -> float32 3xHxW, ImageNet-normalized."""
+    """HxWx3 uint8 RGB -> float32 3xHxW (channels-last view), ImageNet-normalized."""
     rgb = _require_uint8(rgb, "rgb image")
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb image must be HxWx3, got shape {rgb.shape}")
-    x = _planar_unit(rgb)
-    x -= IMAGENET_MEAN[:, None, None]
-    x /= IMAGENET_STD[:, None, None]
-    return x
+    x = _unit_hwc(rgb)
+    rows = x.reshape(x.shape[0], -1)  # HxW*3: per-channel constants tiled along a long contiguous row
+    rows -= np.tile(IMAGENET_MEAN, x.shape[1])
+    rows /= np.tile(IMAGENET_STD, x.shape[1])
+    return _channels_first(x)
 
 
 def encode_unit(img: np.ndarray) -> np.ndarray:
-    """HxW / HxWx1 / HxWx3 / HxWx4 uint8 -> float32 3xHxW in [0, 1] (mono repeated, alpha dropped)."""
+    """HxW / HxWx1 / HxWx3 / HxWx4 uint8 -> float32 3xHxW (channels-last view) in [0, 1] (mono repeated,
+    alpha dropped)."""
     img = _require_uint8(img, "modality image")
     if img.ndim == 2:
         img = img[..., None]
@@ -48,10 +54,10 @@ def encode_unit(img: np.ndarray) -> np.ndarray:
         raise ValueError(f"modality image must be HxW, HxWx1, HxWx3 or HxWx4, got shape {img.shape}")
     if img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
-    return _planar_unit(img[..., :3])
+    return _channels_first(_unit_hwc(img[..., :3]))
 
 
 def frame_to_network(images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """{"rgb": HxWx3, "depth"/"event"/"lidar": HxWx3 uint8} -> float32 3xHxW per modality."""
+    """{"rgb": HxWx3, "depth"/"event"/"lidar": HxWx3 uint8} -> float32 3xHxW per modality (channels-last views)."""
     canonical(images)  # unknown names are an error, not a silently ignored input
     return {name: encode_rgb(img) if name == "rgb" else encode_unit(img) for name, img in images.items()}
