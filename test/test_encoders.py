@@ -244,6 +244,27 @@ def test_frame_encoder_depth_and_lidar_agree_on_a_wall():
     assert out["lidar"][r, c, 2] == out["depth"][r, c, 1], "same height code"
 
 
+@pytest.mark.parametrize("scale", [2, 4])
+def test_frame_encoder_hha_does_not_depend_on_the_depth_camera_resolution(scale):
+    """Noisy flat ground (1% depth noise) seen by a camera of network size and by one `scale` times
+    finer: the network must see the same surface normals from both. Normals computed at the camera's
+    own resolution would span `scale` times less ground and come out several angle codes noisier."""
+    geo = SensorGeometry(camera_height=1.5)
+    rng = np.random.default_rng(7)
+    enc = FrameEncoder((80, 100), geo)
+
+    def ground_angle_codes(hw):
+        K_cam = scale_intrinsics(K, (80, 100), hw)
+        depth = _ground_depth(hw, K_cam, 1.5, 0.0) * (1 + 0.01 * rng.standard_normal(hw))
+        hha = enc.encode(K=K, image_hw=(80, 100), depth=depth, depth_K=K_cam)["depth"]
+        return hha[55:75, 10:90, 2]                    # ground well below the horizon, away from borders
+
+    network_size = np.percentile(ground_angle_codes((80, 100)), 90)
+    finer = np.percentile(ground_angle_codes((80 * scale, 100 * scale)), 90)
+    assert network_size <= 4, "ground normal ~ up -> angle code ~1"
+    assert finer <= network_size + 1
+
+
 def test_frame_encoder_rejects_bad_inputs():
     enc = FrameEncoder((32, 32))
     with pytest.raises(ValueError, match="uint8 HxWx3"):

@@ -4,7 +4,8 @@ the trainer's data, the ROS node and the bag evaluator, so train-time and run-ti
 The reference camera (K, image_hw) defines the network frame through a Letterbox. Depth and event
 images are assumed registered to the reference camera (same optical centre); they may differ in
 resolution and intrinsics and are resampled (nearest: no invented depths or half events) through
-the ray of every network pixel. LiDAR is projected directly at network resolution.
+the ray of every network pixel; depth is turned into HHA after that, in the network frame. LiDAR is
+projected directly at network resolution.
 """
 from __future__ import annotations
 
@@ -70,8 +71,11 @@ class FrameEncoder:
             if depth.ndim != 2:
                 raise ValueError(f"depth must be HxW metres, got shape {depth.shape}")
             dK = scale_intrinsics(K, box.src_hw, depth.shape) if depth_K is None else check_intrinsics(depth_K)
-            hha = depth_to_hha(depth, dK, self.geometry)
-            out["depth"] = self._into_network(hha, dK, net_K, box)
+            # HHA is computed in the network frame, on the resampled depth: its cost does not grow with
+            # the camera's resolution, and its surface normals span the same network pixels whatever
+            # the camera, as in training data rendered at network size (where both orders agree).
+            z = resample_registered(depth, dK, net_K, box.content_hw)
+            out["depth"] = self._pad(depth_to_hha(z, net_K, self.geometry), box)
         if event is not None:
             event = np.asarray(event)
             if event.dtype != np.uint8 or event.ndim not in (2, 3):
