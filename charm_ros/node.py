@@ -28,7 +28,7 @@ from charm_core.inference import Predictor
 from charm_core.modalities import MODALITIES, subset_name
 from charm_core.visualize import confidence_to_mono8, overlay
 from charm_ros import conversions
-from charm_ros.health import PipelineHealth, ModalityHealth, assess
+from charm_ros.health import OK, PipelineHealth, ModalityHealth, assess
 from charm_ros.node_config import PARAMETERS, SPECS, ConfigError, NodeConfig, check_value, validate
 from charm_ros.pipeline import FrameSkipped, Pipeline, Result
 from charm_ros.run_node import run_node
@@ -62,7 +62,7 @@ class CharmNode(Node):
         self.counters = Counters()
         self.lock = threading.Condition()
         self.stopping = threading.Event()
-        self.last_level: tuple | None = None
+        self.last_state: tuple | None = None  # (level, alive sensors) last reported
         self.last_diag_time = 0.0
 
         self._create_interfaces(predictor)
@@ -204,9 +204,7 @@ class CharmNode(Node):
         c.publish_times.append(time.monotonic())
         c.timings.append((time.monotonic(), result.encode_ms, result.forward_ms,
                           (self.now() - result.frame.stamp) * 1e3))
-        if result.subset != c.subset:
-            c.subset = result.subset
-            self.get_logger().info(f"subset now {subset_name(result.subset)}")
+        c.subset = result.subset
 
     # ------------------------------------------------------------------ diagnostics
     def health(self) -> PipelineHealth:
@@ -242,11 +240,19 @@ class CharmNode(Node):
 
     def _diagnostics_tick(self) -> None:
         reports = assess(self.health())
-        state = tuple((r.level, r.values.get("alive")) for r in reports[:1]) + (self.counters.subset,)
+        pipeline = reports[0]
+        # A change is a sensor dying or returning, or the level changing; not the per-frame subset,
+        # which alternates by design when a faster reference outruns its partners (30 Hz RGB, 10 Hz LiDAR).
+        state = (pipeline.level, pipeline.values["alive"])
         due = time.monotonic() - self.last_diag_time >= self.config.diagnostics_period
-        if not due and state == self.last_level:
+        if not due and state == self.last_state:
             return
-        self.last_level = state
+        if state != self.last_state:
+            if pipeline.level == OK:  # two call sites: rclpy fixes a call site's severity at its first use
+                self.get_logger().info(pipeline.message)
+            else:
+                self.get_logger().warning(pipeline.message)
+        self.last_state = state
         self.last_diag_time = time.monotonic()
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
