@@ -22,6 +22,8 @@ class ModalityHealth:
     dropped: int
     rejected: int
     last_error: str = ""
+    stamps_refused: bool = False  # messages still arrive, but the synchronizer refuses their stamps
+    lag: float | None = None   # arrival minus (offset-corrected) header stamp of the last message, s
 
 
 @dataclass
@@ -78,6 +80,10 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
     for m in health.modalities:
         if not m.alive:
             m_level, m_message = WARN, ("no message yet" if m.age is None else f"stale for {m.age:.1f} s")
+            if m.stamps_refused:
+                m_message = ("no usable message" if m.age is None else m_message) + (
+                    f": messages arrive, but their header stamps repeat, go back or lag {_fmt(m.lag, 3)} s "
+                    f"behind arrival: fix the publisher's stamps or set {m.name}.time_offset")
         elif m.rejected and m.last_error:
             m_level, m_message = OK, f"alive (rejected some: {m.last_error})"
         else:
@@ -85,7 +91,7 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
         reports.append(StatusReport(f"charm: {m.name}", m_level, m_message, {
             "alive": str(m.alive).lower(), "age_s": _fmt(m.age, 3), "rate_hz": f"{m.rate_hz:.2f}",
             "received": str(m.received), "used": str(m.used), "dropped": str(m.dropped),
-            "rejected": str(m.rejected), "last_error": m.last_error,
+            "rejected": str(m.rejected), "last_error": m.last_error, "stamp_lag_s": _fmt(m.lag, 3),
         }))
     return reports
 

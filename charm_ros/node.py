@@ -212,6 +212,7 @@ class CharmNode(Node):
         with self.lock:
             alive = set(self.sync.alive(now))
             stats = self.sync.stats()
+        stale_timeout = {c.name: c.stale_timeout for c in self.config.sync.modalities}
         modalities = []
         for m in self.config.enabled:
             s = stats[m]
@@ -219,7 +220,8 @@ class CharmNode(Node):
             modalities.append(ModalityHealth(
                 name=m, alive=m in alive, age=age, rate_hz=s.rate_hz if m in alive else 0.0,
                 received=s.received, used=s.used, dropped=s.dropped + s.duplicates + s.out_of_order,
-                rejected=self.counters.rejected[m], last_error=self.counters.last_error[m]))
+                rejected=self.counters.rejected[m], last_error=self.counters.last_error[m],
+                stamps_refused=s.last_refused is not None and now - s.last_refused <= stale_timeout[m], lag=s.lag))
         c = self.counters
         times = list(c.publish_times)
         recent = [t for t in times if t > time.monotonic() - 3.0]

@@ -24,8 +24,11 @@ How a frame is formed:
   delays every frame by `timeout`: raise `timeout` (or fix its stamps) for such a sensor.
 - Consumed messages, those older than a consumed one of the same modality, and those older than
   the last frame's stamp minus `max_skew` are discarded (counted `dropped`). A repeated stamp is a
-  duplicate; a stamp older than the modality's last consumed one is out of order. Neither refreshes
-  liveness, so a sensor repeating a frozen frame goes stale. A backwards jump of `now` or of one
+  duplicate; a stamp older than the modality's last consumed one is out of order; a stamp older
+  than the last frame's stamp minus `max_skew` minus `timeout` is too old (no wait could have
+  matched it: zero stamps, a device clock). None of these refreshes liveness, so a sensor repeating
+  a frozen frame or stamping in another clock goes stale instead of making every frame wait for
+  it; `last_refused` and `lag` (arrival minus stamp) say why. A backwards jump of `now` or of one
   modality's stamps beyond `jump_back_tolerance` (bag loop, sim-time restart) clears all buffers;
   modalities alive before a jump of `now` stay alive across it.
 
@@ -102,6 +105,8 @@ class ModalityStats:
     out_of_order: int = 0  # stamp older than the last consumed one
     buffered: int = 0  # waiting now; received == used + dropped + duplicates + out_of_order + buffered
     last_arrival: float | None = None  # `now` of the last accepted message
+    last_refused: float | None = None  # `now` of the last message refused for its stamp (see add())
+    lag: float | None = None  # `now` minus the offset-corrected stamp of the last message received
     rate_hz: float = 0.0  # from the smoothed stamp interval; 0 until two messages
 
 
@@ -167,18 +172,28 @@ class Synchronizer:
         stats = stream.stats
         stats.received += 1
         stamp += stream.config.time_offset
+        stats.lag = now - stamp
         if stream.newest is not None and stamp < stream.newest - self.config.jump_back_tolerance:
             self._reset(keep_alive=True)
+        if self._last_fired is not None and \
+                stamp < self._last_fired - self.config.max_skew - self.config.timeout - _EPS:
+            # too old for any frame that can still fire, even had it waited `timeout` for this
+            # message: a stamp from another clock (zero, device time since boot), not a late sensor
+            stats.dropped += 1
+            stats.last_refused = now
+            return
         if stream.consumed is not None and stamp <= stream.consumed + _EPS:
             if stamp >= stream.consumed - _EPS:
                 stats.duplicates += 1
             else:
                 stats.out_of_order += 1
+            stats.last_refused = now
             return
         buffer = stream.buffer
         at = bisect.bisect_left([m.stamp for m in buffer], stamp - _EPS)
         if at < len(buffer) and buffer[at].stamp <= stamp + _EPS:
             stats.duplicates += 1
+            stats.last_refused = now
             return
         stream.last_arrival = now
         if stream.newest is not None and stamp > stream.newest:

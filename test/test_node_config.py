@@ -62,3 +62,15 @@ def test_diagnostic_levels():
     failed = assess(_health(("rgb",), model_error="RuntimeError: boom"))
     assert failed[0].level == ERROR and "boom" in failed[0].message
     assert failed[0].values["inference_ms"] == "30.0"
+
+
+def test_a_sensor_whose_stamps_stopped_advancing_is_reported_as_such():
+    health = _health(("rgb", "event", "lidar"))
+    health.modalities[1].stamps_refused = True   # depth: messages arrive, the sync refuses their stamps
+    health.modalities[1].lag = 1.8e9              # e.g. zero stamps
+    depth = assess(health)[2]
+    assert depth.level == WARN and "stale for 3.0 s" in depth.message and "1800000000.000 s" in depth.message
+    assert "depth.time_offset" in depth.message and depth.values["stamp_lag_s"] == "1800000000.000"
+    assert "stamps" not in assess(_health(("rgb",)))[2].message, "a silent sensor is just stale"
+    health.modalities[1].age = None                # none of its messages was ever accepted
+    assert assess(health)[2].message.startswith("no usable message: messages arrive")

@@ -337,6 +337,8 @@ def test_frozen_sensor_repeating_a_stamp_goes_stale():
     for k in range(1, 10):
         sync.add("depth", 1.0, "d", now=1.0 + 0.05 * k)
     assert sync.alive(1.45) == ()
+    stats = sync.stats()["depth"]
+    assert (stats.last_arrival, stats.last_refused) == (1.0, 1.45), "still arriving, refused: the node says why"
 
 
 def test_out_of_order_stamps():
@@ -354,6 +356,7 @@ def test_out_of_order_stamps():
     (frame,) = sync.poll(1.1)
     assert frame.data == {"rgb": "r3", "depth": "d3"}
     assert sync.stats()["depth"].out_of_order == 1
+    assert sync.stats()["depth"].last_refused == 1.06 and sync.stats()["rgb"].last_refused is None
 
 
 def test_message_older_than_the_last_frame_window_is_dropped_but_counts_as_alive():
@@ -369,6 +372,38 @@ def test_message_older_than_the_last_frame_window_is_dropped_but_counts_as_alive
     st = sync.stats()
     assert (st["lidar"].dropped, st["lidar"].buffered, st["depth"].out_of_order) == (2, 0, 1)
     assert sync.alive(2.16) == ("rgb", "depth", "lidar")
+
+
+@pytest.mark.parametrize("bad_stamp", [lambda t: 0.0, lambda t: t - 30.0])   # unstamped; a device clock
+def test_a_sensor_stamping_in_another_clock_goes_stale_instead_of_delaying_every_frame(bad_stamp):
+    sync = make_sync(["rgb", "depth"], stale_timeout=0.3)   # timeout 0.1
+    fired = []
+    for k in range(40):
+        t = 1.0 + 0.1 * k
+        sync.add("rgb", t, f"r{k}", now=t + 0.002)
+        sync.add("depth", bad_stamp(t), f"d{k}", now=t + 0.003)
+        fired += [(f, t + 0.003) for f in sync.poll(t + 0.003)]
+    late = [f for f, polled in fired[-20:] if polled - f.stamp > 0.05]
+    assert len(fired) >= 39 and all(f.subset == ("rgb",) for f, _ in fired[-20:])
+    assert late == [], "depth is not alive, so no frame waits `timeout` for it"
+    assert sync.alive(4.904) == ("rgb",)
+    stats = sync.stats()["depth"]
+    assert stats.last_refused == pytest.approx(4.903) and stats.lag == pytest.approx(4.903 - bad_stamp(4.9))
+    assert stats.received == stats.used + stats.dropped + stats.duplicates + stats.out_of_order + stats.buffered
+
+
+def test_a_late_sensor_within_timeout_stays_alive_and_matched():
+    """60 ms later than its reference, beyond max_skew but within timeout: frames wait for it."""
+    sync = make_sync(["rgb", "lidar"], stale_timeout=0.3)
+    fired = []
+    for k in range(30):
+        t = 1.0 + 0.1 * k
+        sync.add("rgb", t, f"r{k}", now=t + 0.002)
+        fired += sync.poll(t + 0.002)
+        sync.add("lidar", t, f"l{k}", now=t + 0.06)
+        fired += sync.poll(t + 0.06)
+    assert all(f.subset == ("rgb", "lidar") for f in fired[-20:])
+    assert sync.stats()["lidar"].last_refused is None
 
 
 def test_buffer_overflow_drops_oldest():
