@@ -18,6 +18,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
+from charm_ros.run_node import init_with_python_signals
+
 
 def message_class(msgtype: str):
     """'sensor_msgs/msg/Image' -> sensor_msgs.msg.Image, or None if not importable here."""
@@ -33,7 +35,7 @@ def play(bag: Path, rate: float = 1.0, clock: bool = False, topics: set[str] | N
     """Publish the bag once; returns messages published per topic."""
     if rate <= 0:
         raise ValueError("rate must be > 0")
-    rclpy.init()
+    init_with_python_signals()
     node = rclpy.create_node("charm_bag_play")
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
     published: dict[str, int] = {}

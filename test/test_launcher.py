@@ -1,5 +1,6 @@
 """The launcher starts nodes with remaps, names and params files, and leaves no process behind."""
 import os
+import signal
 import sys
 import textwrap
 import threading
@@ -92,7 +93,6 @@ def test_yaml_launch_file_resolves_args_and_substitutions(tmp_path):
 
 @pytest.mark.slow
 def test_cli_forwards_sigint_and_stops_every_node(tmp_path, child_env):
-    import signal
     import subprocess
 
     launch = tmp_path / "two.launch.yaml"
@@ -112,6 +112,21 @@ def test_cli_forwards_sigint_and_stops_every_node(tmp_path, child_env):
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, out
     assert all(not os.path.exists(f"/proc/{pid}") for pid in children)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_spinning_node_exits_cleanly_on_a_stop_signal(child_env, signum):
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, str(NODES / "relay.py"), "--ros-args", "-p", "source:=true"],
+                            env=child_env, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=5)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
 
 
 def _children(pid: int) -> list[int]:

@@ -68,3 +68,36 @@ def test_tolerant_executor_drops_it_reports_it_and_keeps_receiving(node, monkeyp
     executor.shutdown()
     assert reports == [("/tolerant", UNCONVERTIBLE)]
     assert got == ["b"], "the failed message is dropped, the next one is delivered"
+
+
+@pytest.mark.slow
+def test_a_cleanup_that_hangs_ends_the_process_with_its_stacks(child_env):
+    """A hung teardown (as Fast DDS can do destroying a participant) must not need SIGKILL."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import time
+        from rclpy.node import Node
+        from charm_ros.run_node import run_node
+
+        class Stuck(Node):
+            def __init__(self):
+                super().__init__("stuck")
+                self.create_timer(0.5, lambda: print("spinning", flush=True))
+
+            def shutdown(self):
+                time.sleep(60)
+
+        run_node(Stuck, "stuck")
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], env=child_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "spinning"
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 1 and "Timeout" in err and "shutdown" in err
+    assert time.monotonic() - start < 8.0

@@ -1,8 +1,11 @@
 """Launcher-test node: republishes `input` on `output` with its `prefix` parameter, or with no
 subscription (`source:=true`) publishes its `message` parameter on `output` at 10 Hz."""
-import rclpy
+import sys
+
 from rclpy.node import Node
 from std_msgs.msg import String
+
+from charm_ros.run_node import run_node
 
 
 class Relay(Node):
@@ -20,17 +23,9 @@ class Relay(Node):
         self.pub.publish(String(data=self.prefix + msg.data))
 
 
-def main() -> None:
-    rclpy.init()
-    node = Relay()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+def main() -> int:
+    return run_node(Relay, "relay")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
