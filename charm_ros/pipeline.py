@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from charm_core.encoders import FrameEncoder, SensorGeometry, frame_to_network
+from charm_core.encoders import FrameEncoder, SensorGeometry, frame_to_network, scale_intrinsics
 from charm_core.inference import Predictor
 from charm_core.modalities import MODALITIES
 from charm_ros import conversions
@@ -116,14 +116,22 @@ class Pipeline:
         return SensorSample(array=array, stamp=conversions.stamp_to_sec(msg.header.stamp),
                             frame_id=msg.header.frame_id, header=msg.header)
 
-    def reference_camera(self) -> CameraModel | None:
-        """The camera that defines the network image: the RGB camera, else the depth camera, else None."""
-        return self.cameras.get("rgb") or self.cameras.get("depth")
+    def reference_camera(self, frame: Frame) -> CameraModel | None:
+        """The camera that defines the network image: the RGB camera, else the depth camera, else None.
+
+        With RGB in the frame but only the depth camera calibrated (an RGB CameraInfo that is missing
+        or rejected, e.g. all-zero K), the RGB view stays the network image: its K is the depth
+        camera's scaled to the RGB size, as registered cameras (same optical centre) are assumed."""
+        depth = self.cameras.get("depth")
+        if "rgb" in self.cameras or depth is None or "rgb" not in frame.data:
+            return self.cameras.get("rgb") or depth
+        rgb_hw = frame.data["rgb"].array.shape[:2]
+        return CameraModel(scale_intrinsics(depth.K, depth.hw, rgb_hw), (int(rgb_hw[0]), int(rgb_hw[1])))
 
     def process(self, frame: Frame) -> Result:
         start = time.perf_counter()
         data: dict[str, SensorSample] = frame.data
-        camera = self.reference_camera()
+        camera = self.reference_camera(frame)
         skipped: dict[str, str] = {}
         if camera is None:
             for name in NEEDS_CAMERA:

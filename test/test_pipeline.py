@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from charm_core.data.synthetic import World
-from charm_core.encoders import Letterbox
+from charm_core.encoders import Letterbox, scale_intrinsics
 from charm_core.inference import Predictor
 from charm_ros.pipeline import FrameSkipped, Pipeline, PipelineConfig, SensorSample
 from charm_ros.sync import Frame
@@ -45,6 +45,27 @@ def test_without_camera_info_images_still_work_but_depth_and_lidar_are_skipped(w
     assert "CameraInfo" in result.skipped["lidar"]
     with pytest.raises(FrameSkipped):
         pipeline.process(frame_of(world_frame, ("depth", "lidar")))
+
+
+def test_rgb_without_a_usable_camera_info_takes_the_depth_cameras_calibration(world_frame, predictor):
+    """An uncalibrated RGB camera (no usable CameraInfo) beside a calibrated half-resolution depth
+    camera: the RGB view stays the network image, with the depth K scaled to it; nothing is skipped."""
+    pipeline = Pipeline(predictor, PipelineConfig(input_size=(64, 64), geometry=world_frame.geometry))
+    depth_K = scale_intrinsics(world_frame.K, (96, 128), (48, 64))
+    pipeline.set_camera("depth", depth_K, (48, 64))
+    half = frame_of(world_frame, ("rgb", "depth", "lidar"))
+    half.data["depth"].array = world_frame.depth[::2, ::2]
+    result = pipeline.process(half)
+    assert result.subset == ("rgb", "depth", "lidar") and result.skipped == {}
+    box = Letterbox.fit((96, 128), (64, 64))
+    assert result.labels.shape == box.content_hw
+    np.testing.assert_allclose(result.K, box.intrinsics(world_frame.K))
+    calibrated = Pipeline(predictor, PipelineConfig(input_size=(64, 64), geometry=world_frame.geometry))
+    calibrated.set_camera("rgb", world_frame.K, (96, 128))
+    calibrated.set_camera("depth", depth_K, (48, 64))
+    np.testing.assert_array_equal(result.labels, calibrated.process(half).labels)
+    no_rgb = pipeline.process(frame_of(world_frame, ("event",)))
+    assert no_rgb.labels.shape == Letterbox.fit((48, 64), (64, 64)).content_hw, "else the depth view"
 
 
 def test_min_confidence_marks_no_data(world_frame, predictor):
