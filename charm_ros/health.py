@@ -1,7 +1,8 @@
 """What the node reports on /diagnostics, decided without ROS so it can be tested directly.
 
 Levels: OK (every enabled sensor alive, model fine), WARN (running on a degraded subset, or frames
-being dropped/rejected), ERROR (no sensor alive, or the model failed on the last frame).
+being dropped/rejected), ERROR (no sensor alive, the model failed on the last frame, or the node
+clock cannot advance).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class PipelineHealth:
     end_to_end_ms: float | None        # reference stamp -> mask published
     output_rate_hz: float
     model_error: str = ""
+    clock_error: str = ""              # the node clock cannot advance (use_sim_time without /clock)
     gpu_memory_mb: float | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -57,6 +59,8 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
     missing = [m for m in health.enabled if m not in alive]
     if health.model_error:
         level, message = ERROR, f"model failure: {health.model_error}"
+    elif health.clock_error:
+        level, message = ERROR, health.clock_error
     elif not alive:
         level, message = ERROR, "no sensor input alive"
     elif missing:

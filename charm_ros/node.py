@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -108,7 +109,9 @@ class CharmNode(Node):
             "classes": list(predictor.class_names), "palette": np.asarray(predictor.palette).tolist(),
             "no_data": 255})))
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(min(0.25, cfg.diagnostics_period), self._diagnostics_tick)
+        # steady time: diagnostics keep coming when the ROS clock does not move (use_sim_time, no /clock)
+        self.create_timer(min(0.25, cfg.diagnostics_period), self._diagnostics_tick,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     # ------------------------------------------------------------------ callbacks: convert + enqueue only
     def now(self) -> float:
@@ -231,6 +234,10 @@ class CharmNode(Node):
         timings = [t for t in timings if t[0] > time.monotonic() - self.config.diagnostics_period] or timings[-1:]
         encode_ms, inference_ms, end_to_end_ms = (
             (statistics.median(t[i] for t in timings) if timings else None) for i in (1, 2, 3))
+        clock_error = ""
+        if self.get_parameter("use_sim_time").value and self.get_clock().now().nanoseconds == 0:
+            clock_error = ("use_sim_time is true but no /clock has arrived: sensor liveness and sync timeouts "
+                           "cannot advance (play the bag with --clock, or set use_sim_time false)")
         gpu = None
         if self.pipeline.predictor.device.type == "cuda":
             gpu = torch.cuda.max_memory_allocated(self.pipeline.predictor.device) / 2 ** 20
@@ -238,7 +245,7 @@ class CharmNode(Node):
             enabled=self.config.enabled, modalities=modalities, subset=c.subset, frames=c.frames,
             frames_dropped=c.frames_dropped, frames_skipped=c.frames_skipped, encode_ms=encode_ms,
             inference_ms=inference_ms, end_to_end_ms=end_to_end_ms, output_rate_hz=rate, model_error=c.model_error,
-            gpu_memory_mb=gpu)
+            clock_error=clock_error, gpu_memory_mb=gpu)
 
     def _diagnostics_tick(self) -> None:
         reports = assess(self.health())

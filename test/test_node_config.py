@@ -59,6 +59,9 @@ def test_diagnostic_levels():
     assert degraded[0].level == WARN and "no depth, event" in degraded[0].message
     assert [r.level for r in degraded[1:]] == [OK, WARN, WARN, OK]
     assert assess(_health(()))[0].level == ERROR
+    frozen = _health(("rgb", "depth", "event", "lidar"))
+    frozen.clock_error = "use_sim_time is true but no /clock has arrived"
+    assert assess(frozen)[0].level == ERROR and "/clock" in assess(frozen)[0].message
     failed = assess(_health(("rgb",), model_error="RuntimeError: boom"))
     assert failed[0].level == ERROR and "boom" in failed[0].message
     assert failed[0].values["inference_ms"] == "30.0"

@@ -224,3 +224,16 @@ def test_node_degrades_and_recovers_over_dds(frames_npz, random_checkpoint, chil
             proc.wait()
         codes = launcher.stop()
     assert codes["charm"] in (0, -signal.SIGINT), f"node exit code {codes['charm']}"
+
+
+def test_sim_time_without_a_clock_is_reported_not_silent(random_checkpoint, child_env, rclpy_node):
+    """use_sim_time with nobody publishing /clock freezes the node clock (liveness, sync timeouts):
+    /diagnostics must still come and say so."""
+    rec = Recorder()
+    subscribe(rclpy_node, rec)
+    node_spec = NodeSpec(command=[resolve_executable("charm_node")], name="charm",
+                         params_files=[str(ROOT / "config" / "charm.param.yaml")],
+                         parameters={"model.checkpoint": str(random_checkpoint), "use_sim_time": True})
+    with Launcher([node_spec], env=child_env):
+        message = rec.wait_level(2, 0.0, 30)
+    assert message is not None and "/clock" in message, message
