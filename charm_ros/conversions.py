@@ -1,9 +1,10 @@
 """ROS message <-> numpy conversions for the node, the sensor rig and the bag evaluator.
 
 cv_bridge and sensor_msgs_py are not installable here, so this module reproduces their semantics
-(imgmsg_to_cv2 "passthrough", read_points) in plain numpy. It reads any object with the message's
-field names: rclpy messages (`data` an array.array) and `rosbags` messages (`data` a numpy uint8
-array) alike, which is what lets the live node and the offline evaluator share one decoder.
+(imgmsg_to_cv2 "passthrough", read_points) in plain numpy; CompressedImage (image_transport's
+compressed / compressedDepth) is decoded by `charm_ros.compressed`. It reads any object with the
+message's field names: rclpy messages (`data` an array.array) and `rosbags` messages (`data` a
+numpy uint8 array) alike, which is what lets the live node and the offline evaluator share one decoder.
 Only the publishing side (numpy -> message) needs sensor_msgs, imported when it is called.
 
 Every malformed message raises ConversionError (a ValueError) naming the field that is wrong, so
@@ -17,6 +18,8 @@ import sys
 from typing import Any
 
 import numpy as np
+
+from charm_ros import compressed
 
 _NATIVE_BIG = sys.byteorder == "big"
 
@@ -108,7 +111,15 @@ def _byte_view(data: Any, what: str) -> np.ndarray:
 
 
 def _image_view(msg: Any) -> tuple[str, np.ndarray]:
-    """Validate an Image and return (encoding, HxWxC view in the message's byte order); may alias msg.data."""
+    """Validate an Image and return (encoding, HxWxC view in the message's byte order); may alias msg.data.
+    A CompressedImage (image_transport `compressed` / `compressedDepth`) is decoded instead."""
+    if compressed.is_compressed(msg):
+        try:
+            return compressed.decode(msg.format, _byte_view(msg.data, "compressed image"))
+        except ConversionError:
+            raise
+        except ValueError as exc:
+            raise ConversionError(str(exc)) from exc
     encoding, base, channels = _parse_encoding(getattr(msg, "encoding", None))
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:

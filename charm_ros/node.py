@@ -21,14 +21,14 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 
 from charm_core.classes import colorize
 from charm_core.inference import Predictor
 from charm_core.modalities import MODALITIES, subset_name
 from charm_core.visualize import confidence_to_mono8, overlay
-from charm_ros import conversions
+from charm_ros import compressed, conversions
 from charm_ros.health import OK, PipelineHealth, ModalityHealth, assess
 from charm_ros.node_config import PARAMETERS, SPECS, ConfigError, NodeConfig, check_value, validate
 from charm_ros.pipeline import FrameSkipped, Pipeline, Result
@@ -85,7 +85,8 @@ class CharmNode(Node):
                              reliability=reliability[cfg.output_reliability])
         self.topic_modality: dict[str, str] = {}  # resolved input topic -> the sensor it feeds
         for m in cfg.enabled:
-            msg_type = PointCloud2 if m == "lidar" else Image
+            msg_type = PointCloud2 if m == "lidar" else (
+                CompressedImage if compressed.is_transport_topic(self.resolve_topic_name(cfg.topics[m])) else Image)
             sub = self.create_subscription(msg_type, cfg.topics[m], lambda msg, m=m: self._on_sensor(m, msg),
                                            sensor_qos)
             self.topic_modality[sub.topic_name] = m

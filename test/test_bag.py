@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
@@ -93,13 +94,15 @@ def test_drop_changes_subsets_exactly_over_the_interval(rig_bag, predictor):
         assert subset == expected, f"t={t:.2f}: {subset}"
 
 
-def _foreign_copy(src: Path, dst: Path, with_gt: bool) -> dict[str, str]:
+def _foreign_copy(src: Path, dst: Path, with_gt: bool, compressed: bool = False) -> dict[str, str]:
     """The same frames as another driver would record them: bgr8 with padded rows, 16UC1 millimetres
     with padded rows, a PointCloud2 with extra fields and padding (Ouster-like), other topic names,
-    plus an unknown message type; no ground truth unless asked."""
+    plus an unknown message type; no ground truth unless asked. `compressed`: RGB and depth in
+    image_transport's compressed (PNG) and compressedDepth transports instead."""
     Header, Time = TS.types["std_msgs/msg/Header"], TS.types["builtin_interfaces/msg/Time"]
     Image, PointCloud2 = TS.types["sensor_msgs/msg/Image"], TS.types["sensor_msgs/msg/PointCloud2"]
     PointField = TS.types["sensor_msgs/msg/PointField"]
+    Compressed = TS.types["sensor_msgs/msg/CompressedImage"]
     topics = {"rgb": "/cam/color/image_raw", "depth": "/cam/depth/image_rect_raw", "event": "/dvs/frame",
               "lidar": "/os1/points", "rgb_info": "/cam/color/camera_info", "depth_info": "/cam/depth/camera_info",
               "gt": "/labels" if with_gt else ""}
@@ -120,17 +123,28 @@ def _foreign_copy(src: Path, dst: Path, with_gt: bool) -> dict[str, str]:
             msg = reader.deserialize(raw, conn.msgtype)
             header = Header(stamp=Time(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec),
                             frame_id=msg.header.frame_id)
+            msgtype = conn.msgtype
             if conn.topic == DEFAULT_TOPICS["rgb"]:
-                rgb = np.asarray(msg.data).reshape(msg.height, msg.width, 3)
-                data, step = padded(np.ascontiguousarray(rgb[:, :, ::-1]), 8)
-                msg = Image(header=header, height=msg.height, width=msg.width, encoding="bgr8", is_bigendian=0,
-                            step=step, data=data)
+                bgr = np.ascontiguousarray(np.asarray(msg.data).reshape(msg.height, msg.width, 3)[:, :, ::-1])
+                if compressed:
+                    msg, msgtype = Compressed(header=header, format="rgb8; png compressed bgr8",
+                                              data=cv2.imencode(".png", bgr)[1].ravel()), Compressed.__msgtype__
+                else:
+                    data, step = padded(bgr, 8)
+                    msg = Image(header=header, height=msg.height, width=msg.width, encoding="bgr8", is_bigendian=0,
+                                step=step, data=data)
             elif conn.topic == DEFAULT_TOPICS["depth"]:
                 depth = np.asarray(msg.data).view(np.float32).reshape(msg.height, msg.width)
                 mm = np.round(depth * 1000).astype(np.uint16)
-                data, step = padded(mm, 4)
-                msg = Image(header=header, height=msg.height, width=msg.width, encoding="16UC1", is_bigendian=0,
-                            step=step, data=data)
+                if compressed:  # 12-byte compressedDepth header (format, quantA, quantB), then a 16-bit PNG
+                    head = np.zeros(12, np.uint8)
+                    msg = Compressed(header=header, format="16UC1; compressedDepth png",
+                                     data=np.concatenate([head, cv2.imencode(".png", mm)[1].ravel()]))
+                    msgtype = Compressed.__msgtype__
+                else:
+                    data, step = padded(mm, 4)
+                    msg = Image(header=header, height=msg.height, width=msg.width, encoding="16UC1", is_bigendian=0,
+                                step=step, data=data)
             elif conn.topic == DEFAULT_TOPICS["lidar"]:
                 xyzi = np.asarray(msg.data).view(np.float32).reshape(-1, 4)
                 n = len(xyzi)
@@ -142,10 +156,11 @@ def _foreign_copy(src: Path, dst: Path, with_gt: bool) -> dict[str, str]:
                           (("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("t", 16, 8), ("intensity", 24, 7), ("ring", 28, 4))]
                 msg = PointCloud2(header=header, height=1, width=n, fields=fields, is_bigendian=False, point_step=32,
                                   row_step=32 * n, data=cloud.view(np.uint8), is_dense=True)
-            name = rename[conn.topic]
+            name = rename[conn.topic] + ("/compressed" if compressed and conn.topic == DEFAULT_TOPICS["rgb"] else
+                                         "/compressedDepth" if compressed and conn.topic == DEFAULT_TOPICS["depth"] else "")
             if name not in conns:
-                conns[name] = writer.add_connection(name, conn.msgtype, typestore=TS)
-            writer.write(conns[name], t, TS.serialize_cdr(msg, conn.msgtype))
+                conns[name] = writer.add_connection(name, msgtype, typestore=TS)
+            writer.write(conns[name], t, TS.serialize_cdr(msg, msgtype))
             writer.write(unknown, t, TS.serialize_cdr(TS.types["std_msgs/msg/String"](data="ok"), "std_msgs/msg/String"))
     return topics
 
@@ -160,6 +175,19 @@ def test_foreign_encodings_and_layouts_match_the_rig_version(rig_bag, tmp_path, 
     assert agree > 0.995, f"only {agree:.4f} of the pixels agree (mm quantisation of depth aside)"
     ra, rb = native.report(0.0, Counter()).as_dict(), foreign.report(0.0, Counter()).as_dict()
     assert rb["overall"]["miou"] == pytest.approx(ra["overall"]["miou"], abs=0.5)
+
+
+def test_compressed_transports_give_the_same_masks_as_raw_images(rig_bag, tmp_path, predictor):
+    raw_topics = _foreign_copy(rig_bag, tmp_path / "raw", with_gt=True)
+    topics = _foreign_copy(rig_bag, tmp_path / "compressed", with_gt=True, compressed=True)
+    topics.update(rgb=topics["rgb"] + "/compressed", depth=topics["depth"] + "/compressedDepth")
+    raw = evaluate(tmp_path / "raw", predictor, topics=raw_topics)
+    packed = evaluate(tmp_path / "compressed", predictor, topics=topics)
+    a, b = masks_by_stamp(raw), masks_by_stamp(packed)
+    assert not packed.rejected and len(a) > 10 and a.keys() == b.keys()
+    assert all(a[k][0] == b[k][0] == ("rgb", "depth", "event", "lidar") for k in a)
+    for k in a:  # PNG is lossless: the very same inputs, hence the very same masks
+        np.testing.assert_array_equal(a[k][1], b[k][1])
 
 
 def test_bag_without_ground_truth_gives_subset_and_latency_only(rig_bag, tmp_path, random_checkpoint):

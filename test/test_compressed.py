@@ -1,0 +1,114 @@
+"""CompressedImage (image_transport compressed / compressedDepth) through the Image conversions,
+as rclpy delivers it live and rosbags reads it from a bag."""
+from __future__ import annotations
+
+import array
+
+import cv2
+import numpy as np
+import pytest
+from rosbags.typesys import Stores, get_typestore
+from sensor_msgs.msg import CompressedImage
+
+from charm_ros.compressed import is_transport_topic
+from charm_ros.conversions import ConversionError, image_to_depth_m, image_to_numpy, image_to_rgb
+
+BAG_COMPRESSED = get_typestore(Stores.ROS2_KILTED).types["sensor_msgs/msg/CompressedImage"]
+RNG = np.random.default_rng(3)
+RGB = RNG.integers(0, 256, (6, 9, 3), dtype=np.uint8)
+
+
+def message(fmt: str, payload: bytes, flavour: str):
+    if flavour == "rclpy":
+        return CompressedImage(format=fmt, data=array.array("B", payload))
+    header = get_typestore(Stores.ROS2_KILTED).types["std_msgs/msg/Header"]
+    time = get_typestore(Stores.ROS2_KILTED).types["builtin_interfaces/msg/Time"]
+    return BAG_COMPRESSED(header=header(stamp=time(sec=1, nanosec=0), frame_id="cam"), format=fmt,
+                          data=np.frombuffer(payload, np.uint8).copy())
+
+
+def encoded(ext: str, image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(ext, image)
+    assert ok
+    return buf.tobytes()
+
+
+def depth_payload(values: np.ndarray, quant_a=0.0, quant_b=0.0) -> bytes:
+    """compressedDepth: int32 format, float32 depthQuantA, depthQuantB, then a 16-bit PNG."""
+    head = np.array([(0, quant_a, quant_b)], dtype=[("f", "<i4"), ("a", "<f4"), ("b", "<f4")]).tobytes()
+    return head + encoded(".png", values)
+
+
+FLAVOURS = ("rclpy", "rosbags")
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("fmt", ["rgb8; png compressed bgr8", "bgr8; png compressed bgr8", "png"])
+def test_png_colour_comes_back_exactly_as_rgb(flavour, fmt):
+    # image_transport compresses colour as BGR whatever the original encoding; cv2.imencode takes BGR
+    msg = message(fmt, encoded(".png", RGB[..., ::-1]), flavour)
+    np.testing.assert_array_equal(image_to_rgb(msg), RGB)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_jpeg_colour_is_close(flavour):
+    smooth = np.repeat(np.repeat(np.array([[[200, 40, 10]]], np.uint8), 16, 0), 16, 1)   # red
+    msg = message("rgb8; jpeg compressed bgr8", encoded(".jpg", smooth[..., ::-1]), flavour)
+    rgb = image_to_rgb(msg)
+    assert rgb.shape == (16, 16, 3) and np.abs(rgb.astype(int) - smooth).max() <= 8
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_mono_and_16_bit_pngs(flavour):
+    gray = RNG.integers(0, 256, (4, 5), dtype=np.uint8)
+    assert image_to_rgb(message("mono8; png compressed mono8", encoded(".png", gray), flavour)).tolist() == \
+        np.repeat(gray[..., None], 3, axis=2).tolist()
+    mm = np.array([[0, 1000, 65535]], np.uint16)
+    msg = message("16UC1; png compressed mono16", encoded(".png", mm), flavour)
+    np.testing.assert_allclose(image_to_depth_m(msg), [[0.0, 1.0, 65.535]], rtol=1e-6)
+    assert image_to_numpy(msg).dtype == np.uint16
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_compressed_depth_16uc1_is_millimetres(flavour):
+    mm = np.array([[0, 500, 1234], [65535, 7, 0]], np.uint16)
+    depth = image_to_depth_m(message("16UC1; compressedDepth png", depth_payload(mm), flavour))
+    np.testing.assert_allclose(depth, mm.astype(np.float32) / 1000, rtol=1e-6)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_compressed_depth_32fc1_inverts_the_quantization(flavour):
+    # image_transport: value = quant_a / depth + quant_b, so depth = quant_a / (value - quant_b); 0 = none
+    quant_a, quant_b = 100.0, 10.0
+    depth_m = np.array([[1.0, 2.5], [10.0, 0.0]], np.float32)
+    values = np.where(depth_m > 0, np.rint(quant_a / np.where(depth_m > 0, depth_m, 1) + quant_b), 0).astype(np.uint16)
+    got = image_to_depth_m(message("32FC1; compressedDepth png", depth_payload(values, quant_a, quant_b), flavour))
+    expected = np.where(values > 0, quant_a / (values.astype(np.float32) - quant_b), 0.0)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    np.testing.assert_allclose(got, depth_m, rtol=0.02)
+    assert got[1, 1] == 0.0
+
+
+@pytest.mark.parametrize("fmt, payload, match", [
+    ("png", b"", "no data"),
+    ("rgb8; jpeg compressed bgr8", b"\xff\xd8 not really a jpeg", "not a decodable"),
+    ("16UC1; compressedDepth rvl", b"\0" * 40, "rvl"),
+    ("16UC1; compressedDepth png", b"\0" * 8, "header"),
+    ("16UC1; compressedDepth png", b"\0" * 12 + encoded(".png", RGB), "16-bit single channel"),
+    ("16SC1; compressedDepth png", depth_payload(np.zeros((2, 2), np.uint16)), "16UC1 or 32FC1"),
+])
+def test_bad_compressed_images_raise_a_conversion_error(fmt, payload, match):
+    with pytest.raises(ConversionError, match=match):
+        image_to_depth_m(message(fmt, payload, "rclpy"))
+
+
+def test_colour_cannot_be_read_as_depth():
+    with pytest.raises(ConversionError, match="as depth"):
+        image_to_depth_m(message("rgb8; png compressed bgr8", encoded(".png", RGB), "rosbags"))
+
+
+def test_transport_topics_by_image_transport_naming():
+    assert is_transport_topic("/cam/color/image_raw/compressed")
+    assert is_transport_topic("/cam/depth/image_raw/compressedDepth/")
+    assert not is_transport_topic("/cam/color/image_raw")
+    assert not is_transport_topic("/cam/compressed_images")
