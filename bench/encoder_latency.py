@@ -51,8 +51,9 @@ def main() -> int:
     print("\n| camera resolution -> 256x256 | " + " | ".join(f"{m} ms" for m in MODALITIES) + " |")
     print("|---|" + "---|" * len(MODALITIES))
     for hw in args.camera_sizes:
-        frames = list(World(seed=3, size_hw=hw).frames(2))
-        times = [statistics.median(encode_ms((m,), frames[i % 2], 0.0) for i in range(args.reps)) for m in MODALITIES]
+        camera_frames = list(World(seed=3, size_hw=hw).frames(2))
+        times = [statistics.median(encode_ms((m,), camera_frames[i % 2], 0.0) for i in range(args.reps))
+                 for m in MODALITIES]
         print(f"| {hw[1]}x{hw[0]} | " + " | ".join(f"{t:.2f}" for t in times) + " |")
     return 0
 

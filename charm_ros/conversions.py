@@ -114,10 +114,9 @@ def _image_view(msg: Any) -> tuple[str, np.ndarray]:
     """Validate an Image and return (encoding, HxWxC view in the message's byte order); may alias msg.data.
     A CompressedImage (image_transport `compressed` / `compressedDepth`) is decoded instead."""
     if compressed.is_compressed(msg):
+        raw = _byte_view(msg.data, "compressed image")
         try:
-            return compressed.decode(msg.format, _byte_view(msg.data, "compressed image"))
-        except ConversionError:
-            raise
+            return compressed.decode(msg.format, raw)
         except ValueError as exc:
             raise ConversionError(str(exc)) from exc
     encoding, base, channels = _parse_encoding(getattr(msg, "encoding", None))

@@ -215,8 +215,8 @@ class CharmNode(Node):
         now = self.now()
         with self.lock:
             alive = set(self.sync.alive(now))
+            refusing = set(self.sync.refusing(now))
             stats = self.sync.stats()
-        stale_timeout = {c.name: c.stale_timeout for c in self.config.sync.modalities}
         modalities = []
         for m in self.config.enabled:
             s = stats[m]
@@ -225,7 +225,7 @@ class CharmNode(Node):
                 name=m, alive=m in alive, age=age, rate_hz=s.rate_hz if m in alive else 0.0,
                 received=s.received, used=s.used, dropped=s.dropped + s.duplicates + s.out_of_order,
                 rejected=self.counters.rejected[m], last_error=self.counters.last_error[m],
-                stamps_refused=s.last_refused is not None and now - s.last_refused <= stale_timeout[m], lag=s.lag))
+                stamps_refused=m in refusing, lag=s.lag))
         c = self.counters
         times = list(c.publish_times)
         recent = [t for t in times if t > time.monotonic() - 3.0]
@@ -236,7 +236,8 @@ class CharmNode(Node):
         encode_ms, inference_ms, end_to_end_ms = (
             (statistics.median(t[i] for t in timings) if timings else None) for i in (1, 2, 3))
         clock_error = ""
-        if self.get_parameter("use_sim_time").value and self.get_clock().now().nanoseconds == 0:
+        clock = self.get_clock()
+        if clock.ros_time_is_active and clock.now().nanoseconds == 0:
             clock_error = ("use_sim_time is true but no /clock has arrived: sensor liveness and sync timeouts "
                            "cannot advance (play the bag with --clock, or set use_sim_time false)")
         gpu = None

@@ -224,6 +224,11 @@ class Synchronizer:
         """Modalities that had a message accepted within their stale_timeout, canonical order."""
         return canonical(name for name, s in self._streams.items() if self._is_alive(s, now))
 
+    def refusing(self, now: float) -> tuple[str, ...]:
+        """Modalities with a message refused for its stamp within their stale_timeout: still arriving,
+        but with stamps that repeat, go back or are too old (see add()), canonical order."""
+        return canonical(name for name, s in self._streams.items() if self._is_recent(s.stats.last_refused, s, now))
+
     def reference(self, now: float) -> str | None:
         """The modality whose messages define frames at `now`: the highest-priority alive one."""
         return next((name for name, s in self._streams.items() if self._is_alive(s, now)), None)
@@ -251,8 +256,11 @@ class Synchronizer:
         return stream
 
     def _is_alive(self, stream: _Stream, now: float) -> bool:
-        last = stream.last_arrival
-        return last is not None and now - last <= stream.config.stale_timeout + _EPS
+        return self._is_recent(stream.last_arrival, stream, now)
+
+    @staticmethod
+    def _is_recent(time: float | None, stream: _Stream, now: float) -> bool:
+        return time is not None and now - time <= stream.config.stale_timeout + _EPS
 
     def _advance_clock(self, now: float) -> None:
         """Track `now`; a large backwards jump resets, carrying liveness over to the new clock."""

@@ -389,6 +389,7 @@ def test_a_sensor_stamping_in_another_clock_goes_stale_instead_of_delaying_every
     assert sync.alive(4.904) == ("rgb",)
     stats = sync.stats()["depth"]
     assert stats.last_refused == pytest.approx(4.903) and stats.lag == pytest.approx(4.903 - bad_stamp(4.9))
+    assert sync.refusing(4.904) == ("depth",) and sync.refusing(4.903 + 0.31) == ()
     assert stats.received == stats.used + stats.dropped + stats.duplicates + stats.out_of_order + stats.buffered
 
 
