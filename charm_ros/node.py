@@ -129,10 +129,15 @@ class CharmNode(Node):
             self.lock.notify()
 
     def _on_camera_info(self, modality: str, msg: CameraInfo) -> None:
+        before = self.pipeline.cameras.get(modality)
         try:
             self.pipeline.accept_camera_info(modality, msg)
         except (conversions.ConversionError, ValueError) as exc:
             self._reject(modality, f"CameraInfo: {exc}")
+            return
+        after = self.pipeline.cameras[modality]
+        if before is None or before.hw != after.hw or not np.array_equal(before.K, after.K):
+            self.get_logger().info(f"{modality} camera: {conversions.camera_info_summary(msg)}")
 
     def on_undecodable(self, topic: str, error: Exception) -> None:
         """rclpy could not convert a received message (see run_node.TolerantExecutor)."""

@@ -14,12 +14,12 @@ import pytest
 from builtin_interfaces.msg import Time
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.typesys import Stores, get_typestore
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
 from std_msgs.msg import Header
 
 from charm_ros.conversions import (
-    ConversionError, camera_info_to_k, image_to_depth_m, image_to_numpy, image_to_rgb, k_to_camera_info,
-    numpy_to_image, pointcloud2_to_xyzi, stamp_to_ns, stamp_to_sec, xyzi_to_pointcloud2,
+    ConversionError, camera_info_summary, camera_info_to_k, image_to_depth_m, image_to_numpy, image_to_rgb,
+    k_to_camera_info, numpy_to_image, pointcloud2_to_xyzi, stamp_to_ns, stamp_to_sec, xyzi_to_pointcloud2,
 )
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
@@ -445,6 +445,55 @@ def test_camera_info_round_trip(flavour):
 def test_camera_info_to_k_rejects_uncalibrated(k, hw, match):
     msg = CameraInfo(height=hw[0], width=hw[1], k=k.astype(np.float64))
     with pytest.raises(ConversionError, match=match):
+        camera_info_to_k(msg)
+
+
+# Hand-computed from REP 104 / image_geometry: a 1280x960 camera with fx = fy = 1000, (cx, cy) = (640, 480).
+@pytest.mark.parametrize("binning, roi, hw, fx, fy, cx, cy", [
+    ((0, 0), (0, 0, 0, 0), (960, 1280), 1000, 1000, 640, 480),      # 0 = no binning, zero ROI = full image
+    ((2, 2), (0, 0, 0, 0), (480, 640), 500, 500, 320, 240),
+    ((1, 1), (100, 50, 640, 480), (480, 640), 1000, 1000, 540, 430),
+    ((2, 1), (100, 50, 640, 480), (480, 320), 500, 1000, 270, 430),
+    ((4, 4), (0, 0, 1280, 960), (240, 320), 250, 250, 160, 120),      # an explicit full ROI is the full image
+])
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_camera_info_binning_and_roi_give_the_published_images_intrinsics(flavour, binning, roi, hw, fx, fy, cx, cy):
+    msg = CameraInfo(height=960, width=1280, k=[1000.0, 0, 640, 0, 1000, 480, 0, 0, 1],
+                     binning_x=binning[0], binning_y=binning[1],
+                     roi=RegionOfInterest(x_offset=roi[0], y_offset=roi[1], width=roi[2], height=roi[3]))
+    if flavour == "rosbags":
+        msg = TYPESTORE.deserialize_cdr(serialize_message(msg), "sensor_msgs/msg/CameraInfo")
+    k, got_hw = camera_info_to_k(msg)
+    assert got_hw == hw
+    np.testing.assert_allclose(k, [[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
+
+
+def test_camera_info_with_distortion_gives_the_rectified_images_intrinsics():
+    """The encoders take undistorted images: for a distorted camera that is image_rect, whose
+    intrinsics are P's (camera_calibration's P differs from K); an unset P falls back to K."""
+    K = [1000.0, 0, 640, 0, 1000, 480, 0, 0, 1]
+    P = [900.0, 0, 650, 0, 0, 905, 470, 0, 0, 0, 1, 0]
+    msg = CameraInfo(height=960, width=1280, k=K, p=P, d=[-0.2, 0.05, 0, 0, 0], distortion_model="plumb_bob")
+    k, _ = camera_info_to_k(msg)
+    np.testing.assert_allclose(k, [[900, 0, 650], [0, 905, 470], [0, 0, 1]])
+    assert "rectified" in camera_info_summary(msg) and "plumb_bob" in camera_info_summary(msg)
+    msg.p = np.zeros(12)
+    np.testing.assert_allclose(camera_info_to_k(msg)[0], np.reshape(K, (3, 3)))
+    msg.d, msg.p = np.zeros(5), P
+    np.testing.assert_allclose(camera_info_to_k(msg)[0], np.reshape(K, (3, 3))), "no distortion: K, as published"
+
+
+@pytest.mark.parametrize("binning, roi", [
+    ((1, 1), (700, 0, 640, 480)),  # runs past the right edge
+    ((1, 1), (0, 500, 640, 480)),  # and past the bottom
+    ((1, 1), (10, 10, 0, 0)),      # an offset without a size
+    ((1024, 1), (0, 0, 640, 480)),  # binning larger than the ROI
+])
+def test_camera_info_rejects_an_roi_or_binning_outside_the_image(binning, roi):
+    msg = CameraInfo(height=960, width=1280, k=[1000.0, 0, 640, 0, 1000, 480, 0, 0, 1],
+                     binning_x=binning[0], binning_y=binning[1],
+                     roi=RegionOfInterest(x_offset=roi[0], y_offset=roi[1], width=roi[2], height=roi[3]))
+    with pytest.raises(ConversionError, match="roi"):
         camera_info_to_k(msg)
 
 

@@ -81,3 +81,24 @@ def test_same_frame_same_mask(world_frame, predictor):
     a = pipeline.process(frame_of(world_frame, ("depth", "lidar")))
     b = pipeline.process(frame_of(world_frame, ("depth", "lidar")))
     np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_a_binned_camera_info_describes_the_published_image(world_frame, predictor):
+    """A camera binning 2x2 publishes half-size images with a full-resolution CameraInfo (REP 104):
+    its images are accepted, and give the masks of a camera calibrated at the published size."""
+    from sensor_msgs.msg import CameraInfo
+
+    from charm_ros.conversions import numpy_to_image
+
+    full_K = world_frame.K.copy()
+    full_K[:2] *= 2  # image_geometry's binning divides fx, fy, cx, cy by 2
+    binned = Pipeline(predictor, PipelineConfig(input_size=(64, 64), geometry=world_frame.geometry))
+    binned.accept_camera_info("rgb", CameraInfo(height=192, width=256, k=full_K.ravel(), binning_x=2, binning_y=2))
+    sample = binned.accept("rgb", numpy_to_image(world_frame.rgb, "rgb8"))
+    frame = frame_of(world_frame, ("rgb", "depth", "lidar"))
+    frame.data["rgb"] = sample
+    direct = Pipeline(predictor, PipelineConfig(input_size=(64, 64), geometry=world_frame.geometry))
+    direct.set_camera("rgb", world_frame.K, (96, 128))
+    a, b = binned.process(frame), direct.process(frame)
+    np.testing.assert_allclose(a.K, b.K, atol=1e-9)
+    np.testing.assert_array_equal(a.labels, b.labels)
