@@ -21,6 +21,7 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.subscription import Subscription
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 
@@ -90,11 +91,14 @@ class CharmNode(Node):
             sub = self.create_subscription(msg_type, cfg.topics[m], lambda msg, m=m: self._on_sensor(m, msg),
                                            sensor_qos)
             self.topic_modality[sub.topic_name] = m
+        self.camera_info_topics: dict[str, str] = {}  # sensor -> resolved CameraInfo topic
+        self.latched_info_subs: dict[str, Subscription | None] = {}  # None: its one message was taken
         for m in ("rgb", "depth"):
             if m in cfg.enabled or m == "rgb":
                 sub = self.create_subscription(CameraInfo, cfg.camera_info_topics[m],
                                                lambda msg, m=m: self._on_camera_info(m, msg), sensor_qos)
                 self.topic_modality[sub.topic_name] = m
+                self.camera_info_topics[m] = sub.topic_name
         self.pubs = {
             "mask": self.create_publisher(Image, "~/mask", out_qos),
             "color_mask": self.create_publisher(Image, "~/color_mask", out_qos),
@@ -111,8 +115,9 @@ class CharmNode(Node):
             "no_data": 255})))
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # steady time: diagnostics keep coming when the ROS clock does not move (use_sim_time, no /clock)
-        self.create_timer(min(0.25, cfg.diagnostics_period), self._diagnostics_tick,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(min(0.25, cfg.diagnostics_period), self._diagnostics_tick, clock=steady)
+        self.create_timer(0.5, self._catch_latched_camera_info, clock=steady)
 
     # ------------------------------------------------------------------ callbacks: convert + enqueue only
     def now(self) -> float:
@@ -138,6 +143,30 @@ class CharmNode(Node):
         after = self.pipeline.cameras[modality]
         if before is None or before.hw != after.hw or not np.array_equal(before.K, after.K):
             self.get_logger().info(f"{modality} camera: {conversions.camera_info_summary(msg)}")
+
+    def _catch_latched_camera_info(self) -> None:
+        """A CameraInfo published once and latched (transient local) before this node subscribed never
+        reaches the volatile CameraInfo subscription, and depth and LiDAR would wait for it forever.
+        While a camera has none, a latched publisher on its topic gets a matching transient-local
+        subscription that takes the stored message and is then dropped (once: later CameraInfos come
+        through the volatile subscription). It is made only for such a publisher: a transient-local
+        subscription to a volatile one is an incompatible-QoS warning in that publisher's log."""
+        for m, topic in self.camera_info_topics.items():
+            if m in self.pipeline.cameras or m in self.latched_info_subs:
+                continue
+            if any(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+                   and p.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+                   for p in self.get_publishers_info_by_topic(topic)):
+                qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+                self.latched_info_subs[m] = self.create_subscription(
+                    CameraInfo, topic, lambda msg, m=m: self._on_latched_camera_info(m, msg), qos)
+
+    def _on_latched_camera_info(self, modality: str, msg: CameraInfo) -> None:
+        self._on_camera_info(modality, msg)
+        sub, self.latched_info_subs[modality] = self.latched_info_subs.get(modality), None
+        if sub is not None:
+            self.destroy_subscription(sub)
 
     def on_undecodable(self, topic: str, error: Exception) -> None:
         """rclpy could not convert a received message (see run_node.TolerantExecutor)."""

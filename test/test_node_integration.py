@@ -237,3 +237,32 @@ def test_sim_time_without_a_clock_is_reported_not_silent(random_checkpoint, chil
     with Launcher([node_spec], env=child_env):
         message = rec.wait_level(2, 0.0, 30)
     assert message is not None and "/clock" in message, message
+
+
+def test_a_camera_info_latched_before_the_node_started_is_taken(frames_npz, random_checkpoint, child_env,
+                                                                 rclpy_node):
+    """A calibration published once, latched (transient local), before the node subscribed, as a static
+    CameraInfo publisher does: without it depth cannot be encoded and the node would publish nothing."""
+    from charm_ros.conversions import k_to_camera_info
+
+    data = np.load(frames_npz)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    info_pub = rclpy_node.create_publisher(CameraInfo, "/latched/depth/camera_info", latched)
+    info_pub.publish(k_to_camera_info(data["K"], data["depth"].shape[1:3]))
+    rec = Recorder()
+    subscribe(rclpy_node, rec)
+    node_spec = NodeSpec(
+        command=[resolve_executable("charm_node")], name="charm",
+        params_files=[str(ROOT / "config" / "charm.param.yaml")],
+        parameters={"model.checkpoint": str(random_checkpoint), "rgb.enabled": False, "event.enabled": False,
+                    "lidar.enabled": False},
+        remappings=[("~/depth/image", "/latched/depth/image"), ("~/depth/camera_info", "/latched/depth/camera_info")])
+    depth = subprocess.Popen([sys.executable, str(NODES / "sensor_publisher.py"), str(frames_npz), "depth",
+                              "--prefix", "/latched", "--no-camera-info"], env=child_env, start_new_session=True)
+    try:
+        with Launcher([node_spec], env=child_env):
+            assert rec.wait_subset("depth", 0.0, 40), "depth never segmented: the latched CameraInfo was missed"
+            assert rec.wait_masks(5, time.monotonic(), 20)
+    finally:
+        depth.send_signal(signal.SIGINT)
+        depth.wait(timeout=10)

@@ -49,6 +49,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--prefix", default="/test")
     parser.add_argument("--garbage", action="store_true")
+    parser.add_argument("--no-camera-info", action="store_true", help="images only (CameraInfo comes from elsewhere)")
     args = parser.parse_args()
     data = np.load(args.frames)
     n = len(data["rgb"])
@@ -58,7 +59,7 @@ def main() -> int:
     topic = f"{args.prefix}/{args.modality}/{'points' if args.modality == 'lidar' else 'image'}"
     pub = node.create_publisher(PointCloud2 if args.modality == "lidar" else Image, topic, qos)
     info = node.create_publisher(CameraInfo, f"{args.prefix}/{args.modality}/camera_info", qos) \
-        if args.modality in ("rgb", "depth") else None
+        if args.modality in ("rgb", "depth") and not args.no_camera_info else None
     period = 1.0 / args.rate
     i = 0
     try:
