@@ -17,6 +17,7 @@ import re
 import sys
 from typing import Any
 
+import cv2
 import numpy as np
 
 from charm_ros import compressed
@@ -30,17 +31,25 @@ _NAMED_ENCODINGS: dict[str, tuple[str, int]] = {
     "mono8": ("u1", 1), "mono16": ("u2", 1),
     # packed 4:2:2, two bytes per pixel: UYVY and YUYV byte orders
     "yuv422": ("u1", 2), "uyvy": ("u1", 2), "yuv422_yuy2": ("u1", 2), "yuyv": ("u1", 2),
+    # raw colour-filter mosaics, named by their top-left 2x2 block
+    **{f"bayer_{pattern}{bits}": ("u1" if bits == 8 else "u2", 1)
+       for pattern in ("rggb", "bggr", "gbrg", "grbg") for bits in (8, 16)},
 }
 # OpenCV-style TYPE encodings ("16UC1", "32FC3", ...): depth code -> numpy base type.
 _TYPE_ENCODING = re.compile(r"^(8U|8S|16U|16S|32S|32F|64F)C([1-9][0-9]*)$")
 _TYPE_DEPTHS = {"8U": "u1", "8S": "i1", "16U": "u2", "16S": "i2", "32S": "i4", "32F": "f4", "64F": "f8"}
 _MAX_CHANNELS = 512  # OpenCV's CV_CN_MAX
-_UNSUPPORTED_PREFIXES = ("bayer_", "nv21", "nv24", "nv12")
+_UNSUPPORTED_PREFIXES = ("nv21", "nv24", "nv12")
+# Demosaicing codes as cv_bridge uses them: OpenCV names a pattern by the 2x2 block that starts at its
+# second row and column, so ROS's rggb is OpenCV's BG.
+_BAYER_TO_RGB = {"rggb": "COLOR_BayerBG2RGB", "bggr": "COLOR_BayerRG2RGB", "gbrg": "COLOR_BayerGR2RGB",
+                 "grbg": "COLOR_BayerGB2RGB"}
 
 _UYVY = ("yuv422", "uyvy")
 _YUYV = ("yuv422_yuy2", "yuyv")
+_BAYER = tuple(name for name in _NAMED_ENCODINGS if name.startswith("bayer_"))
 _RGB_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "8UC3", "8UC4",
-                  "rgb16", "bgr16", "rgba16", "bgra16", "mono16") + _UYVY + _YUYV
+                  "rgb16", "bgr16", "rgba16", "bgra16", "mono16") + _UYVY + _YUYV + _BAYER
 _DEPTH_MM_ENCODINGS = ("16UC1", "mono16")
 _DEPTH_M_ENCODINGS = ("32FC1", "64FC1")
 
@@ -88,8 +97,8 @@ def _parse_encoding(encoding: Any) -> tuple[str, np.dtype, int]:
     if match and int(match.group(2)) <= _MAX_CHANNELS:
         return text.upper(), np.dtype(_TYPE_DEPTHS[match.group(1)]), int(match.group(2))
     if text.lower().startswith(_UNSUPPORTED_PREFIXES):
-        raise ConversionError(f"unsupported image encoding {text!r} (Bayer / planar YUV need debayering "
-                              "or colour conversion first, e.g. image_proc)")
+        raise ConversionError(f"unsupported image encoding {text!r} (planar YUV needs colour conversion "
+                              "first, e.g. image_proc)")
     raise ConversionError(f"unknown image encoding {text!r}; expected one of {sorted(_NAMED_ENCODINGS)} "
                           "or an OpenCV type such as 8UC3, 16UC1, 32FC1")
 
@@ -172,7 +181,8 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     """Any colour or gray Image -> HxWx3 uint8 RGB, the network's camera input.
 
     8UC3/8UC4 are taken as BGR/BGRA (OpenCV's convention, as cv_bridge does); 16-bit encodings keep
-    their high byte; gray is replicated to three channels.
+    their high byte; gray is replicated to three channels; Bayer mosaics are demosaiced (OpenCV's
+    bilinear, as cv_bridge does).
     """
     encoding, view = _image_view(msg)
     if encoding not in _RGB_ENCODINGS:
@@ -181,6 +191,9 @@ def image_to_rgb(msg: Any) -> np.ndarray:
         return _yuv422_to_rgb(view, luma_first=encoding in _YUYV)
     if view.dtype.itemsize == 2:
         view = view >> 8  # 16 -> 8 bit; the shift yields native uint16, cast below
+    if encoding in _BAYER:
+        mosaic = np.ascontiguousarray(view[:, :, 0], dtype=np.uint8)
+        return cv2.cvtColor(mosaic, getattr(cv2, _BAYER_TO_RGB[encoding[6:10]]))
     rgb = np.empty(view.shape[:2] + (3,), dtype=np.uint8)
     if encoding.startswith("rgb"):
         rgb[...] = view[:, :, :3]

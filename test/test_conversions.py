@@ -161,6 +161,33 @@ def test_image_to_rgb_packed_yuv_matches_opencv(encoding, code):
     assert np.abs(out.astype(int) - expected.astype(int)).max() <= 2
 
 
+def mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
+    """What a sensor with this colour filter records of an RGB scene: one channel per pixel, laid out
+    by the pattern's top-left 2x2 block (rggb: R at (0, 0), G at (0, 1) and (1, 0), B at (1, 1))."""
+    out = np.empty(rgb.shape[:2], rgb.dtype)
+    for k, colour in enumerate(pattern):
+        dy, dx = divmod(k, 2)
+        out[dy::2, dx::2] = rgb[dy::2, dx::2, "rgb".index(colour)]
+    return out
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+def test_image_to_rgb_demosaics_every_bayer_pattern(pattern, flavour):
+    """A smooth colour scene mosaiced with each pattern comes back as that scene (away from the border),
+    for 8- and 16-bit mosaics; a swapped pattern would swap red and blue or mix in green."""
+    yy, xx = np.mgrid[0:24, 0:32]
+    scene = np.stack([40 + 4 * xx, 200 - 3 * yy, 90 + 2 * xx + yy], axis=2).astype(np.uint8)
+    got8 = image_to_rgb(pack_image(mosaic(scene, pattern), f"bayer_{pattern}8", pad=3, flavour=flavour))
+    got16 = image_to_rgb(pack_image(mosaic(scene, pattern).astype(np.uint16) * 257, f"bayer_{pattern}16",
+                                    big=True, flavour=flavour))
+    for got in (got8, got16):
+        assert got.shape == (24, 32, 3) and got.dtype == np.uint8
+        assert np.abs(got[2:-2, 2:-2].astype(int) - scene[2:-2, 2:-2]).max() <= 2
+    assert image_to_numpy(pack_image(mosaic(scene, pattern), f"bayer_{pattern}8")).shape == (24, 32), \
+        "passthrough keeps the raw mosaic, as cv_bridge does"
+
+
 def test_image_to_rgb_rejects_non_colour_encodings():
     for encoding, values in (("32FC1", np.zeros((2, 2), np.float32)), ("16UC1", np.zeros((2, 2), np.uint16))):
         with pytest.raises(ConversionError, match="as RGB"):
@@ -193,7 +220,7 @@ def test_image_to_depth_m_rejects_colour():
 @pytest.mark.parametrize("fields, match", [
     (dict(encoding="jpeg"), "unknown image encoding 'jpeg'"),
     (dict(encoding=""), "non-empty"),
-    (dict(encoding="bayer_rggb8"), "unsupported image encoding 'bayer_rggb8'"),
+    (dict(encoding="nv21"), "unsupported image encoding 'nv21'"),
     (dict(encoding="64FC0"), "unknown image encoding"),
     (dict(height=0), "size must be positive"),
     (dict(width=0), "size must be positive"),
@@ -246,7 +273,7 @@ def test_numpy_to_image_accepts_views_and_foreign_byte_order_and_copies_header()
     (np.zeros((2, 2), np.uint8), "rgb8", "needs 3 channel"),
     (np.zeros((0, 2, 3), np.uint8), "rgb8", "must not be empty"),
     (np.zeros(4, np.uint8), "mono8", "HxW or HxWxC"),
-    (np.zeros((2, 2), np.uint8), "bayer_bggr8", "unsupported"),
+    (np.zeros((2, 2), np.uint8), "nv21", "unsupported"),
 ])
 def test_numpy_to_image_rejects_mismatches(values, encoding, match):
     with pytest.raises(ConversionError, match=match):

@@ -36,7 +36,7 @@ def garbage(modality: str, i: int, header: Header):
     if modality == "depth" and kind == 0:
         return numpy_to_image(np.full((64, 64), np.nan, np.float32), "32FC1", header)            # NaN depth
     if kind == 1:
-        return Image(header=header, height=64, width=64, encoding="bayer_rggb8", step=64, data=bytes(64 * 64))
+        return Image(header=header, height=64, width=64, encoding="nv21", step=64, data=bytes(64 * 64))
     if kind == 2:
         return Image(header=header, height=64, width=64, encoding="rgb8", step=192, data=bytes(100))   # truncated
     return numpy_to_image(np.zeros((32, 48, 3), np.uint8), "rgb8", header)                     # wrong size
