@@ -25,6 +25,8 @@ class ModalityHealth:
     last_error: str = ""
     stamps_refused: bool = False  # messages still arrive, but the synchronizer refuses their stamps
     lag: float | None = None   # arrival minus (offset-corrected) header stamp of the last message, s
+    unmatched_s: float | None = None  # alive, but in no frame for this long (see Synchronizer.unmatched)
+    offset_s: float | None = None  # its stamps minus the reference's, from the lags (None for the reference)
 
 
 @dataclass
@@ -41,6 +43,7 @@ class PipelineHealth:
     output_rate_hz: float
     model_error: str = ""
     clock_error: str = ""              # the node clock cannot advance (use_sim_time without /clock)
+    reference: str | None = None       # the sensor whose stamps define frames
     gpu_memory_mb: float | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -57,14 +60,17 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
     """One status for the pipeline, then one per enabled modality."""
     alive = tuple(m.name for m in health.modalities if m.alive)
     missing = [m for m in health.enabled if m not in alive]
+    unmatched = [m.name for m in health.modalities if m.alive and m.unmatched_s is not None]
+    running = "+".join(m for m in alive if m not in unmatched)
     if health.model_error:
         level, message = ERROR, f"model failure: {health.model_error}"
     elif health.clock_error:
         level, message = ERROR, health.clock_error
     elif not alive:
         level, message = ERROR, "no sensor input alive"
-    elif missing:
-        level, message = WARN, f"degraded: running on {'+'.join(alive)} (no {', '.join(missing)})"
+    elif missing or unmatched:
+        why = ([f"no {', '.join(missing)}"] if missing else []) + [f"{m} unmatched" for m in unmatched]
+        level, message = WARN, f"degraded: running on {running} ({'; '.join(why)})"
     else:
         level, message = OK, f"running on {'+'.join(alive)}"
     values = {
@@ -86,8 +92,14 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
             m_level, m_message = WARN, ("no message yet" if m.age is None else f"stale for {m.age:.1f} s")
             if m.stamps_refused:
                 m_message = ("no usable message" if m.age is None else m_message) + (
-                    f": messages arrive, but their header stamps repeat, go back or lag {_fmt(m.lag, 3)} s "
-                    f"behind arrival: fix the publisher's stamps or set {m.name}.time_offset")
+                    f": messages arrive, but their header stamps repeat, go back or are "
+                    f"{_offset(m, health.reference, f'lag {_fmt(m.lag, 3)} s behind arrival')}: fix the "
+                    f"publisher's clock or set {m.name}.time_offset")
+        elif m.unmatched_s is not None:
+            m_level, m_message = WARN, (
+                f"alive, but in no frame for {m.unmatched_s:.1f} s: its stamps are "
+                f"{_offset(m, health.reference, 'not within sync.max_skew of the reference')} (beyond sync.max_skew): "
+                f"fix the publisher's clock or set {m.name}.time_offset")
         elif m.rejected and m.last_error:
             m_level, m_message = OK, f"alive (rejected some: {m.last_error})"
         else:
@@ -96,8 +108,16 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
             "alive": str(m.alive).lower(), "age_s": _fmt(m.age, 3), "rate_hz": f"{m.rate_hz:.2f}",
             "received": str(m.received), "used": str(m.used), "dropped": str(m.dropped),
             "rejected": str(m.rejected), "last_error": m.last_error, "stamp_lag_s": _fmt(m.lag, 3),
+            "stamp_offset_s": _fmt(m.offset_s, 3), "unmatched_s": _fmt(m.unmatched_s),
         }))
     return reports
+
+
+def _offset(m: ModalityHealth, reference: str | None, unknown: str) -> str:
+    """'2.000 s ahead of rgb's' from the sensor's stamp offset to the reference, else `unknown`."""
+    if m.offset_s is None or reference is None:
+        return unknown
+    return f"{abs(m.offset_s):.3f} s {'ahead of' if m.offset_s > 0 else 'behind'} {reference}'s"
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:

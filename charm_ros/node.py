@@ -250,7 +250,10 @@ class CharmNode(Node):
         with self.lock:
             alive = set(self.sync.alive(now))
             refusing = set(self.sync.refusing(now))
+            unmatched = self.sync.unmatched(now)
+            reference = self.sync.reference(now)
             stats = self.sync.stats()
+        ref_lag = None if reference is None else stats[reference].lag
         modalities = []
         for m in self.config.enabled:
             s = stats[m]
@@ -259,7 +262,8 @@ class CharmNode(Node):
                 name=m, alive=m in alive, age=age, rate_hz=s.rate_hz if m in alive else 0.0,
                 received=s.received, used=s.used, dropped=s.dropped + s.duplicates + s.out_of_order,
                 rejected=self.counters.rejected[m], last_error=self.counters.last_error[m],
-                stamps_refused=m in refusing, lag=s.lag))
+                stamps_refused=m in refusing, lag=s.lag, unmatched_s=unmatched.get(m),
+                offset_s=None if m == reference or None in (ref_lag, s.lag) else ref_lag - s.lag))
         c = self.counters
         times = list(c.publish_times)
         recent = [t for t in times if t > time.monotonic() - 3.0]
@@ -281,7 +285,7 @@ class CharmNode(Node):
             enabled=self.config.enabled, modalities=modalities, subset=c.subset, frames=c.frames,
             frames_dropped=c.frames_dropped, frames_skipped=c.frames_skipped, encode_ms=encode_ms,
             inference_ms=inference_ms, end_to_end_ms=end_to_end_ms, output_rate_hz=rate, model_error=c.model_error,
-            clock_error=clock_error, gpu_memory_mb=gpu)
+            clock_error=clock_error, reference=reference, gpu_memory_mb=gpu)
 
     def _diagnostics_tick(self) -> None:
         reports = assess(self.health())

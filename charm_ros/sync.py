@@ -24,11 +24,16 @@ How a frame is formed:
   delays every frame by `timeout`: raise `timeout` (or fix its stamps) for such a sensor.
 - Consumed messages, those older than a consumed one of the same modality, and those older than
   the last frame's stamp minus `max_skew` are discarded (counted `dropped`). A repeated stamp is a
-  duplicate; a stamp older than the modality's last consumed one is out of order; a stamp older
-  than the last frame's stamp minus `max_skew` minus `timeout` is too old (no wait could have
-  matched it: zero stamps, a device clock). None of these refreshes liveness, so a sensor repeating
-  a frozen frame or stamping in another clock goes stale instead of making every frame wait for
-  it; `last_refused` and `lag` (arrival minus stamp) say why. A backwards jump of `now` or of one
+  duplicate; a stamp older than the modality's last consumed one is out of order; from a sensor
+  below the reference in priority, a stamp older than the last frame's stamp minus `max_skew` minus
+  `timeout` is too old (no wait could have matched it: zero stamps, a device clock). None of these
+  refreshes liveness, so a sensor repeating a frozen frame or stamping in another clock goes stale
+  instead of making every frame wait for it; `last_refused` and `lag` (arrival minus stamp) say
+  why. A sensor above the reference is never judged by its frames, so a lower-priority sensor whose
+  clock runs ahead cannot lock the proper reference out: it takes over, and frames start from its
+  own stamps when the previous ones ran more than `jump_back_tolerance` ahead. A sensor whose stamps
+  run ahead of the reference's by more than `max_skew` stays alive but matches nothing: unmatched()
+  names it once it has gone into no frame for a while. A backwards jump of `now` or of one
   modality's stamps beyond `jump_back_tolerance` (bag loop, sim-time restart) clears all buffers;
   modalities alive before a jump of `now` stay alive across it.
 
@@ -47,6 +52,7 @@ from charm_core.modalities import canonical
 _EPS = 1e-9  # stamps closer than this are one stamp (float seconds from sec + nanosec)
 _RATE_ALPHA = 0.2  # weight of a new stamp interval in the period estimate
 _PERIOD_JITTER = 0.1  # a sensor's next stamp may come this fraction of its period early
+_UNMATCHED_AFTER = 1.0  # s (or 3 periods of it or of the reference, if longer) in no frame while frames fire
 
 
 @dataclass
@@ -126,6 +132,7 @@ class _Stream:
     newest: float | None = None  # newest accepted stamp since the last reset
     consumed: float | None = None  # newest stamp that went into a frame since the last reset
     period: float | None = None  # smoothed stamp interval
+    matched: float | None = None  # `now` it last went into a frame, came alive, or had its buffer reset
 
     def clear(self) -> None:
         self.stats.dropped += len(self.buffer)
@@ -143,6 +150,7 @@ class Synchronizer:
         self._streams: dict[str, _Stream] = {}  # priority order
         self.config = config
         self._last_fired: float | None = None
+        self._last_fire_time: float | None = None  # `now` of the last frame fired
         self._clock: float | None = None  # latest `now` seen
         self.resets = 0  # buffer resets after backwards jumps (and reset() calls)
         self.frames = 0  # frames fired
@@ -160,6 +168,7 @@ class Synchronizer:
             stream = self._streams.get(m.name) or _Stream(m)
             if m.time_offset != stream.config.time_offset:
                 stream.clear()
+                stream.matched = None  # counts afresh from its next message
             stream.config = m
             streams[m.name] = stream
         self._streams, self._config = streams, config
@@ -174,11 +183,14 @@ class Synchronizer:
         stamp += stream.config.time_offset
         stats.lag = now - stamp
         if stream.newest is not None and stamp < stream.newest - self.config.jump_back_tolerance:
-            self._reset(keep_alive=True)
+            self._reset(keep_alive=True, now=now)
         if self._last_fired is not None and \
-                stamp < self._last_fired - self.config.max_skew - self.config.timeout - _EPS:
-            # too old for any frame that can still fire, even had it waited `timeout` for this
-            # message: a stamp from another clock (zero, device time since boot), not a late sensor
+                stamp < self._last_fired - self.config.max_skew - self.config.timeout - _EPS and \
+                self._outranked(modality, now):
+            # too old for any frame the reference can still fire, even had it waited `timeout` for
+            # this message: a stamp from another clock (zero, device time since boot), not a late
+            # sensor. A sensor that outranks the reference is not judged by its frames: it becomes
+            # the reference, whatever clock the one before ran on (see _fire).
             stats.dropped += 1
             stats.last_refused = now
             return
@@ -195,6 +207,8 @@ class Synchronizer:
             stats.duplicates += 1
             stats.last_refused = now
             return
+        if stream.matched is None or not self._is_alive(stream, now):
+            stream.matched = now  # (back) alive: it has had no chance to match yet
         stream.last_arrival = now
         if stream.newest is not None and stamp > stream.newest:
             interval = stamp - stream.newest
@@ -229,6 +243,24 @@ class Synchronizer:
         but with stamps that repeat, go back or are too old (see add()), canonical order."""
         return canonical(name for name, s in self._streams.items() if self._is_recent(s.stats.last_refused, s, now))
 
+    def unmatched(self, now: float) -> dict[str, float]:
+        """Alive modalities that went into no frame for over 1 s (or 3 periods of it or of the
+        reference, if longer) while frames fired, with for how long: their messages arrive but match
+        no reference stamp within max_skew (stamps from another clock running ahead, a wrong
+        time_offset). Too-old stamps are refused instead (see refusing()); these are the rest."""
+        reference = self.reference(now)
+        if reference is None or self._last_fire_time is None:
+            return {}
+        ref_period = self._streams[reference].period or 0.0
+        out = {}
+        for name, s in self._streams.items():
+            if name == reference or s.matched is None or not self._is_alive(s, now):
+                continue
+            window = max(_UNMATCHED_AFTER, 3 * (s.period or 0.0), 3 * ref_period)
+            if now - s.matched > window and self._last_fire_time > s.matched:
+                out[name] = now - s.matched
+        return out
+
     def reference(self, now: float) -> str | None:
         """The modality whose messages define frames at `now`: the highest-priority alive one."""
         return next((name for name, s in self._streams.items() if self._is_alive(s, now)), None)
@@ -246,7 +278,7 @@ class Synchronizer:
 
     def reset(self) -> None:
         """Forget buffers, stamps and liveness (counters are kept), e.g. after the node's time source changed."""
-        self._reset(keep_alive=False)
+        self._reset(keep_alive=False, now=None)
         self._clock = None
 
     def _stream(self, modality: str) -> _Stream:
@@ -254,6 +286,15 @@ class Synchronizer:
         if stream is None:
             raise ValueError(f"unknown modality {modality!r}; enabled: {list(self._streams)}")
         return stream
+
+    def _outranked(self, modality: str, now: float) -> bool:
+        """Whether an alive modality comes before this one in the reference priority."""
+        for name, stream in self._streams.items():
+            if name == modality:
+                return False
+            if self._is_alive(stream, now):
+                return True
+        return False
 
     def _is_alive(self, stream: _Stream, now: float) -> bool:
         return self._is_recent(stream.last_arrival, stream, now)
@@ -266,18 +307,19 @@ class Synchronizer:
         """Track `now`; a large backwards jump resets, carrying liveness over to the new clock."""
         if self._clock is not None and now < self._clock - self.config.jump_back_tolerance:
             alive = [s for s in self._streams.values() if self._is_alive(s, self._clock)]
-            self._reset(keep_alive=False)
+            self._reset(keep_alive=False, now=now)
             for stream in alive:
-                stream.last_arrival = now
+                stream.last_arrival = stream.matched = now
             self._clock = now
         self._clock = now if self._clock is None else max(self._clock, now)
 
-    def _reset(self, keep_alive: bool) -> None:
+    def _reset(self, keep_alive: bool, now: float | None) -> None:
         for stream in self._streams.values():
             stream.clear()
+            stream.matched = now if keep_alive and stream.matched is not None else None
             if not keep_alive:
                 stream.last_arrival = None
-        self._last_fired = None
+        self._last_fired = self._last_fire_time = None
         self.resets += 1
 
     def _fire(self, now: float, force: bool) -> list[Frame]:
@@ -286,6 +328,9 @@ class Synchronizer:
         if reference is None:
             return frames
         ref = self._streams[reference]
+        if self._last_fired is not None and ref.newest is not None and \
+                ref.newest < self._last_fired - self.config.jump_back_tolerance:
+            self._last_fired = None  # frames so far came from a reference on another clock, running ahead
         partners = [s for name, s in self._streams.items() if name != reference]
         while True:
             pending = [m for m in ref.buffer if self._last_fired is None or m.stamp > self._last_fired + _EPS]
@@ -300,7 +345,7 @@ class Synchronizer:
                     return frames
                 if match is not None:
                     matches[stream.config.name] = match
-            frames.append(self._emit(ref, head, matches))
+            frames.append(self._emit(ref, head, matches, now))
 
     def _match(self, stream: _Stream, stamp: float, later: list[float], ref: _Stream,
                alive: bool) -> tuple[_Message | None, bool]:
@@ -333,11 +378,12 @@ class Synchronizer:
             wait = True  # the next reference message should be closer to this partner
         return best, wait
 
-    def _emit(self, ref: _Stream, head: _Message, matches: dict[str, _Message]) -> Frame:
+    def _emit(self, ref: _Stream, head: _Message, matches: dict[str, _Message], now: float) -> Frame:
         used = {ref.config.name: head, **matches}
         for name, message in used.items():
             self._consume(self._streams[name], message)
-        self._last_fired = head.stamp
+            self._streams[name].matched = now
+        self._last_fired, self._last_fire_time = head.stamp, now
         horizon = head.stamp - self.config.max_skew - _EPS
         for stream in self._streams.values():
             stale = [m for m in stream.buffer if m.stamp < horizon]

@@ -77,3 +77,20 @@ def test_a_sensor_whose_stamps_stopped_advancing_is_reported_as_such():
     assert "stamps" not in assess(_health(("rgb",)))[2].message, "a silent sensor is just stale"
     health.modalities[1].age = None                # none of its messages was ever accepted
     assert assess(health)[2].message.startswith("no usable message: messages arrive")
+
+
+def test_a_sensor_on_another_clock_is_named_with_its_offset_to_the_reference():
+    """Alive but in no frame (stamps ahead): WARN, left out of 'running on', with the offset to set;
+    refused for too-old stamps: the offset to the reference says which way the clocks disagree."""
+    health = _health(("rgb", "depth", "event", "lidar"))
+    health.reference = "rgb"
+    health.modalities[1].unmatched_s, health.modalities[1].offset_s = 4.2, 2.0
+    reports = assess(health)
+    assert reports[0].level == WARN and reports[0].message == "degraded: running on rgb+event+lidar (depth unmatched)"
+    assert reports[2].level == WARN and "in no frame for 4.2 s" in reports[2].message
+    assert "2.000 s ahead of rgb's" in reports[2].message and "depth.time_offset" in reports[2].message
+    assert reports[2].values["stamp_offset_s"] == "2.000" and reports[2].values["unmatched_s"] == "4.2"
+    late = _health(("rgb", "event", "lidar"))
+    late.reference = "rgb"
+    late.modalities[1].stamps_refused, late.modalities[1].offset_s = True, -30.0
+    assert "30.000 s behind rgb's" in assess(late)[2].message

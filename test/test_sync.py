@@ -393,6 +393,50 @@ def test_a_sensor_stamping_in_another_clock_goes_stale_instead_of_delaying_every
     assert stats.received == stats.used + stats.dropped + stats.duplicates + stats.out_of_order + stats.buffered
 
 
+def test_a_sensor_stamping_ahead_is_reported_unmatched_and_delays_nothing():
+    """Stamps 2 s ahead (another clock, a wrong time_offset): such a sensor stays alive but matches no
+    frame; frames do not wait for it, and unmatched() names it once it has been in none for 1 s."""
+    sync = make_sync(["rgb", "depth", "lidar"], stale_timeout=0.3)
+    fired = []
+    for k in range(30):
+        t = 1.0 + 0.1 * k
+        sync.add("rgb", t, f"r{k}", now=t + 0.002)
+        sync.add("depth", t + 2.0, f"d{k}", now=t + 0.003)
+        sync.add("lidar", t, f"l{k}", now=t + 0.004)
+        fired += [(f, t + 0.004) for f in sync.poll(t + 0.004)]
+        if k == 5:
+            assert sync.unmatched(t + 0.004) == {}, "alive for only 0.5 s: too early to tell"
+    assert all(f.subset == ("rgb", "lidar") and polled - f.stamp < 0.01 for f, polled in fired[-20:])
+    assert sync.alive(3.904) == ("rgb", "depth", "lidar")
+    assert set(sync.unmatched(3.904)) == {"depth"} and sync.unmatched(3.904)["depth"] == pytest.approx(2.901)
+    sync.config = make_sync(["rgb", "depth", "lidar"], stale_timeout=0.3, offsets={"depth": -2.0}).config
+    for k in range(30, 35):
+        t = 1.0 + 0.1 * k
+        for name, stamp, lag in (("rgb", t, 0.002), ("depth", t + 2.0, 0.003), ("lidar", t, 0.004)):
+            sync.add(name, stamp, f"{name}{k}", now=t + lag)
+        fired += [(f, t + 0.004) for f in sync.poll(t + 0.004)]
+    assert fired[-1][0].subset == ("rgb", "depth", "lidar") and sync.unmatched(4.404) == {}, "fixed by time_offset"
+
+
+def test_a_lower_priority_sensor_ahead_in_time_cannot_lock_the_reference_out():
+    """Depth, 2 s ahead, comes up first and fires frames as the reference. RGB (right clock, higher
+    priority) must still take over at once: its stamps are older than those frames, but it is not
+    judged by a lower-priority reference's frames. Then depth is the one reported unmatched."""
+    sync = make_sync(["rgb", "depth"], stale_timeout=0.3)
+    fired = []
+    for k in range(30):
+        t = 1.0 + 0.1 * k
+        if k >= 5:
+            sync.add("rgb", t, f"r{k}", now=t + 0.002)
+        sync.add("depth", t + 2.0, f"d{k}", now=t + 0.003)
+        fired += [(f, t + 0.003) for f in sync.poll(t + 0.003)]
+    assert [f.reference for f, _ in fired[:5]] == ["depth"] * 5
+    from_rgb = [(f, polled) for f, polled in fired if f.reference == "rgb"]
+    assert from_rgb and from_rgb[0][1] < 1.5 + 0.11, "RGB's first frame within a period of its first message"
+    assert len(from_rgb) >= 24 and sync.stats()["rgb"].last_refused is None
+    assert set(sync.unmatched(3.903)) == {"depth"}
+
+
 def test_a_late_sensor_within_timeout_stays_alive_and_matched():
     """60 ms later than its reference, beyond max_skew but within timeout: frames wait for it."""
     sync = make_sync(["rgb", "lidar"], stale_timeout=0.3)
