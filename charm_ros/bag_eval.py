@@ -4,8 +4,9 @@ Messages are read with `rosbags` (sqlite3 or mcap, any publisher's types), put i
 and fed through the same conversions (Pipeline.accept), synchronizer and predictor as the live node,
 with the stamps as the clock. Every synchronized frame is evaluated (no latest-wins dropping), so
 the result is deterministic. Reports per subset: frames, mIoU against a ground-truth topic if there
-is one, latency; `--drop depth:10-20` silences a sensor over an interval (seconds from the first
-message); `--write-predictions` writes mask and colour mask topics to a new bag for RViz/Foxglove.
+is one, latency; per sensor the frames it went into and its stamps' offset to the reference (a
+sensor on another clock is named); `--drop depth:10-20` silences a sensor over an interval (seconds
+from the first message); `--write-predictions` writes mask and colour mask topics to a new bag for RViz/Foxglove.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from charm_core.metrics import ConfusionMatrix
 from charm_core.modalities import all_subsets, subset_name
 from charm_ros import conversions
 from charm_ros.dropouts import Dropout, dropped_at, parse_dropouts
+from charm_ros.health import OFF_CLOCK_S
 from charm_ros.node_config import NodeConfig, load_param_file, validate
 from charm_ros.paths import share_path
 from charm_ros.pipeline import FrameSkipped, Pipeline, Result
@@ -65,6 +67,24 @@ class BagReport:
     skipped_frames: int
     unmatched_gt_frames: int
     wall_s: float
+    used: dict[str, tuple[int, int]] = field(default_factory=dict)  # sensor -> (synchronized messages, in a frame)
+    offsets: dict[str, float] = field(default_factory=dict)  # sensor -> its stamps minus the reference's (s)
+    reference: str | None = None  # the highest-priority sensor in the bag, which the offsets refer to
+
+    def clock_warnings(self) -> list[str]:
+        """Sensors on another clock (or with a wrong time_offset), as the node's diagnostics name them:
+        messages in no frame, or stamps further from the reference's than sensor latencies explain
+        (receive minus stamp compared, medians)."""
+        out = []
+        for m, (received, used) in self.used.items():
+            offset = self.offsets.get(m)
+            off = "" if offset is None else \
+                f": its stamps are {abs(offset):.3f} s {'ahead of' if offset > 0 else 'behind'} {self.reference}'s"
+            if received and not used:
+                out.append(f"{m}: {received} messages, in no frame{off or ': stamps matched no reference stamp'}")
+            elif offset is not None and abs(offset) > OFF_CLOCK_S:
+                out.append(f"{m}: in {used} frames, but paired with another instant{off}")
+        return [f"{w} (another clock? set {w.split(':')[0]}.time_offset)" for w in out]
 
     def as_dict(self) -> dict:
         def stats(s: SubsetStats) -> dict:
@@ -77,7 +97,9 @@ class BagReport:
         return {"subsets": {name: stats(s) for name, s in self.subsets.items()}, "overall": stats(self.overall),
                 "messages": dict(self.messages), "rejected": dict(self.rejected), "reject_reasons": self.reasons,
                 "dropped_by_schedule": dict(self.dropped_by_schedule), "skipped_frames": self.skipped_frames,
-                "frames_without_ground_truth": self.unmatched_gt_frames, "wall_s": round(self.wall_s, 2)}
+                "frames_without_ground_truth": self.unmatched_gt_frames, "wall_s": round(self.wall_s, 2),
+                "sensors": {m: {"synchronized": r, "in_frames": u, "stamp_offset_s": _round(self.offsets.get(m))}
+                            for m, (r, u) in self.used.items()}, "offsets_relative_to": self.reference}
 
     def markdown(self) -> str:
         d = self.as_dict()
@@ -89,6 +111,10 @@ class BagReport:
             lines.append(f"| {name} | {s['frames']} | {miou} | {miou_all} | {_fmt(s['latency_ms_median'])} | "
                          f"{_fmt(s['forward_ms_median'])} |")
         return "\n".join(lines)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def _median(values: list[float]) -> float | None:
@@ -105,11 +131,17 @@ def stamp_ns(msg: Any) -> int:
 
 
 def read_in_stamp_order(bag: Path, topics: set[str], window_s: float = 1.0, counts: Counter | None = None,
-                        undecodable: Counter | None = None) -> Iterator[tuple[str, Any]]:
-    """Yield (topic, message) of `topics` in header-stamp order. Bags are stored in receive order;
-    a heap releases a message once the receive time is `window_s` past its stamp, so memory stays bounded."""
-    heap: list[tuple[int, int, str, Any]] = []
+                        undecodable: Counter | None = None) -> Iterator[tuple[str, Any, int, int]]:
+    """Yield (topic, message, replay time ns, receive time ns) of `topics` in replay-time order.
+
+    The replay time is the header stamp. Bags are stored in receive order; a heap releases a message
+    once the receive time is `window_s` past its replay time, so memory stays bounded. A message
+    stamped more than `window_s` after it was received (a clock running ahead: a wrong time zone, an
+    unsynchronized computer) replays at its receive time + `window_s` instead: ordered by its stamp,
+    it would hold the rest of the bag in memory and move the replay clock into its future."""
+    heap: list[tuple[int, int, str, Any, int]] = []
     seq = 0
+    window = int(window_s * 1e9)
     typestore = get_typestore(Stores.LATEST)
     with AnyReader([bag], default_typestore=typestore) as reader:
         wanted = [c for c in reader.connections if c.topic in topics]
@@ -121,20 +153,19 @@ def read_in_stamp_order(bag: Path, topics: set[str], window_s: float = 1.0, coun
                 counts[connection.topic] += 1
             try:
                 msg = reader.deserialize(raw, connection.msgtype)
-                key = stamp_ns(msg)
+                key = min(stamp_ns(msg), log_time + window)
             except Exception:  # a foreign or corrupt message: counted, never fatal
                 if undecodable is not None:
                     undecodable[connection.topic] += 1
                 continue
-            heapq.heappush(heap, (key, seq, connection.topic, msg))
+            heapq.heappush(heap, (key, seq, connection.topic, msg, log_time))
             seq += 1
-            horizon = log_time - int(window_s * 1e9)
-            while heap and heap[0][0] < horizon:
-                _, _, topic, msg = heapq.heappop(heap)
-                yield topic, msg
+            while heap and heap[0][0] < log_time - window:
+                key, _, topic, msg, received = heapq.heappop(heap)
+                yield topic, msg, key, received
     while heap:
-        _, _, topic, msg = heapq.heappop(heap)
-        yield topic, msg
+        key, _, topic, msg, received = heapq.heappop(heap)
+        yield topic, msg, key, received
 
 
 class BagEvaluator:
@@ -157,21 +188,25 @@ class BagEvaluator:
         self.dropped_by_schedule: Counter = Counter()
         self.skipped = 0
         self.first_stamp: int | None = None
-        self.clock = -float("inf")   # the replay clock: the newest stamp seen (s)
+        self.clock = -float("inf")   # the replay clock: the newest replay time seen (s)
+        self.lags: dict[str, list[float]] = {}  # sensor -> receive time minus stamp (s) of its messages
 
-    def feed(self, topic: str, msg: Any) -> list[Result]:
-        """One message in stamp order; returns the frames processed because of it.
+    def feed(self, topic: str, msg: Any, at_ns: int | None = None, received_ns: int | None = None) -> list[Result]:
+        """One message in replay order (see read_in_stamp_order); returns the frames processed because of it.
 
-        The clock advances only when a newer stamp arrives, and the synchronizer is polled then, so all
-        messages of one instant are in before any frame of that instant fires (as with a live rig whose
-        sensors publish together)."""
+        The clock advances only when a newer replay time (default: the stamp) arrives, and the
+        synchronizer is polled then, so all messages of one instant are in before any frame of that
+        instant fires (as with a live rig whose sensors publish together)."""
         key = self.by_topic.get(topic)
         stamp = stamp_ns(msg)
         if self.first_stamp is None:
             self.first_stamp = stamp
+        if received_ns is not None and key in self.enabled:
+            self.lags.setdefault(key, []).append((received_ns - stamp) * 1e-9)
         done: list[Result] = []
-        if stamp * 1e-9 > self.clock:
-            self.clock = stamp * 1e-9
+        at = (stamp if at_ns is None else at_ns) * 1e-9
+        if at > self.clock:
+            self.clock = at
             done = self._process(self.sync.poll(self.clock))
         if key == "gt":
             self.gt[stamp] = conversions.image_to_numpy(msg)
@@ -236,8 +271,13 @@ class BagEvaluator:
             stats.confusion.update(r.labels, truth)
             overall.confusion.update(r.labels, truth)
         ordered = {subset_name(s): subsets[subset_name(s)] for s in all_subsets() if subset_name(s) in subsets}
+        used = {m: (st.received, st.used) for m, st in self.sync.stats().items()}
+        lags = {m: float(np.median(v)) for m, v in self.lags.items()}
+        reference = next((m for m in self.sync.config.modalities if m.name in lags), None)
+        offsets = {} if reference is None else {m: lags[reference.name] - lag for m, lag in lags.items()
+                                                if m != reference.name}
         return BagReport(ordered, overall, messages, self.rejected, self.reasons, self.dropped_by_schedule,
-                         self.skipped, unmatched, wall_s)
+                         self.skipped, unmatched, wall_s, used, offsets, reference and reference.name)
 
 
 def write_predictions(out: Path, results: list[Result], palette: np.ndarray, storage: str = "mcap") -> None:
@@ -313,14 +353,16 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     stream = read_in_stamp_order(args.bag, set(evaluator.topics.values()), args.reorder_window, messages, undecodable)
     with tqdm(desc="charm-bag-eval", unit="frame") as bar:
-        for topic, msg in stream:
-            bar.update(len(evaluator.feed(topic, msg)))
+        for topic, msg, at, received in stream:
+            bar.update(len(evaluator.feed(topic, msg, at, received)))
         bar.update(len(evaluator.finish()))
     report = evaluator.report(time.perf_counter() - start, messages)
     report.rejected.update({f"undecodable {t}": n for t, n in undecodable.items()})
     print(f"\n{args.bag}: {report.overall.frames} frames in {report.wall_s:.1f} s "
           f"(rejected: {dict(report.rejected) or 'none'}; dropped by --drop: {dict(report.dropped_by_schedule) or 'none'})\n")
     print(report.markdown())
+    for warning in report.clock_warnings():
+        print(f"charm-bag-eval: {warning}", file=sys.stderr)
     if args.json:
         Path(args.json).write_text(json.dumps(report.as_dict(), indent=2))
     if args.write_predictions:

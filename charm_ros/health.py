@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 OK, WARN, ERROR = 0, 1, 2
+# Stamps this far from the reference's (arrival-to-stamp lags compared) are a clock or time_offset
+# error, not latency: sensors' latencies differ by tens, at most a few hundred, milliseconds.
+OFF_CLOCK_S = 0.5
 LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR"}
 
 
@@ -26,7 +29,7 @@ class ModalityHealth:
     stamps_refused: bool = False  # messages still arrive, but the synchronizer refuses their stamps
     lag: float | None = None   # arrival minus (offset-corrected) header stamp of the last message, s
     unmatched_s: float | None = None  # alive, but in no frame for this long (see Synchronizer.unmatched)
-    offset_s: float | None = None  # its stamps minus the reference's, from the lags (None for the reference)
+    offset_s: float | None = None  # its stamps minus the reference's, from smoothed lags (None for the reference)
 
 
 @dataclass
@@ -61,6 +64,7 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
     alive = tuple(m.name for m in health.modalities if m.alive)
     missing = [m for m in health.enabled if m not in alive]
     unmatched = [m.name for m in health.modalities if m.alive and m.unmatched_s is not None]
+    off_clock = [m for m in health.modalities if m.alive and m.unmatched_s is None and _off_clock(m)]
     running = "+".join(m for m in alive if m not in unmatched)
     if health.model_error:
         level, message = ERROR, f"model failure: {health.model_error}"
@@ -68,8 +72,9 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
         level, message = ERROR, health.clock_error
     elif not alive:
         level, message = ERROR, "no sensor input alive"
-    elif missing or unmatched:
-        why = ([f"no {', '.join(missing)}"] if missing else []) + [f"{m} unmatched" for m in unmatched]
+    elif missing or unmatched or off_clock:
+        why = ([f"no {', '.join(missing)}"] if missing else []) + [f"{m} unmatched" for m in unmatched] + [
+            f"{m.name} stamps {_offset(m, health.reference, '')}" for m in off_clock]
         level, message = WARN, f"degraded: running on {running} ({'; '.join(why)})"
     else:
         level, message = OK, f"running on {'+'.join(alive)}"
@@ -100,6 +105,10 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
                 f"alive, but in no frame for {m.unmatched_s:.1f} s: its stamps are "
                 f"{_offset(m, health.reference, 'not within sync.max_skew of the reference')} (beyond sync.max_skew): "
                 f"fix the publisher's clock or set {m.name}.time_offset")
+        elif _off_clock(m):
+            m_level, m_message = WARN, (
+                f"alive, but its stamps are {_offset(m, health.reference, '')}, so frames pair it with "
+                f"another instant: fix the publisher's clock or set {m.name}.time_offset")
         elif m.rejected and m.last_error:
             m_level, m_message = OK, f"alive (rejected some: {m.last_error})"
         else:
@@ -111,6 +120,10 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
             "stamp_offset_s": _fmt(m.offset_s, 3), "unmatched_s": _fmt(m.unmatched_s),
         }))
     return reports
+
+
+def _off_clock(m: ModalityHealth) -> bool:
+    return m.offset_s is not None and abs(m.offset_s) > OFF_CLOCK_S
 
 
 def _offset(m: ModalityHealth, reference: str | None, unknown: str) -> str:

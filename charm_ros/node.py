@@ -253,7 +253,7 @@ class CharmNode(Node):
             unmatched = self.sync.unmatched(now)
             reference = self.sync.reference(now)
             stats = self.sync.stats()
-        ref_lag = None if reference is None else stats[reference].lag
+        ref_lag = None if reference is None else stats[reference].typical_lag
         modalities = []
         for m in self.config.enabled:
             s = stats[m]
@@ -263,7 +263,7 @@ class CharmNode(Node):
                 received=s.received, used=s.used, dropped=s.dropped + s.duplicates + s.out_of_order,
                 rejected=self.counters.rejected[m], last_error=self.counters.last_error[m],
                 stamps_refused=m in refusing, lag=s.lag, unmatched_s=unmatched.get(m),
-                offset_s=None if m == reference or None in (ref_lag, s.lag) else ref_lag - s.lag))
+                offset_s=None if m == reference or None in (ref_lag, s.typical_lag) else ref_lag - s.typical_lag))
         c = self.counters
         times = list(c.publish_times)
         recent = [t for t in times if t > time.monotonic() - 3.0]

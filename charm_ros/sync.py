@@ -113,6 +113,7 @@ class ModalityStats:
     last_arrival: float | None = None  # `now` of the last accepted message
     last_refused: float | None = None  # `now` of the last message refused for its stamp (see add())
     lag: float | None = None  # `now` minus the offset-corrected stamp of the last message received
+    typical_lag: float | None = None  # the same, smoothed over recent messages (since a time_offset change)
     rate_hz: float = 0.0  # from the smoothed stamp interval; 0 until two messages
 
 
@@ -168,7 +169,7 @@ class Synchronizer:
             stream = self._streams.get(m.name) or _Stream(m)
             if m.time_offset != stream.config.time_offset:
                 stream.clear()
-                stream.matched = None  # counts afresh from its next message
+                stream.matched = stream.stats.typical_lag = None  # both count afresh from its next message
             stream.config = m
             streams[m.name] = stream
         self._streams, self._config = streams, config
@@ -182,6 +183,8 @@ class Synchronizer:
         stats.received += 1
         stamp += stream.config.time_offset
         stats.lag = now - stamp
+        stats.typical_lag = stats.lag if stats.typical_lag is None else (
+            (1 - _RATE_ALPHA) * stats.typical_lag + _RATE_ALPHA * stats.lag)
         if stream.newest is not None and stamp < stream.newest - self.config.jump_back_tolerance:
             self._reset(keep_alive=True, now=now)
         if self._last_fired is not None and \

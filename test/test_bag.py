@@ -43,8 +43,8 @@ def predictor(random_checkpoint):
 
 def evaluate(bag: Path, predictor, topics=None, drop=None) -> BagEvaluator:
     evaluator = BagEvaluator(predictor, validate(load_param_file(PARAMS)), topics or DEFAULT_TOPICS, drop)
-    for topic, msg in read_in_stamp_order(bag, set(evaluator.topics.values())):
-        evaluator.feed(topic, msg)
+    for topic, msg, at, received in read_in_stamp_order(bag, set(evaluator.topics.values())):
+        evaluator.feed(topic, msg, at, received)
     evaluator.finish()
     return evaluator
 
@@ -94,11 +94,13 @@ def test_drop_changes_subsets_exactly_over_the_interval(rig_bag, predictor):
         assert subset == expected, f"t={t:.2f}: {subset}"
 
 
-def _foreign_copy(src: Path, dst: Path, with_gt: bool, compressed: bool = False) -> dict[str, str]:
+def _foreign_copy(src: Path, dst: Path, with_gt: bool, compressed: bool = False,
+                  lidar_clock_ahead_s: float = 0.0) -> dict[str, str]:
     """The same frames as another driver would record them: bgr8 with padded rows, 16UC1 millimetres
     with padded rows, a PointCloud2 with extra fields and padding (Ouster-like), other topic names,
     plus an unknown message type; no ground truth unless asked. `compressed`: RGB and depth in
-    image_transport's compressed (PNG) and compressedDepth transports instead."""
+    image_transport's compressed (PNG) and compressedDepth transports instead. `lidar_clock_ahead_s`:
+    the LiDAR stamps in a clock running that much ahead."""
     Header, Time = TS.types["std_msgs/msg/Header"], TS.types["builtin_interfaces/msg/Time"]
     Image, PointCloud2 = TS.types["sensor_msgs/msg/Image"], TS.types["sensor_msgs/msg/PointCloud2"]
     PointField = TS.types["sensor_msgs/msg/PointField"]
@@ -121,8 +123,10 @@ def _foreign_copy(src: Path, dst: Path, with_gt: bool, compressed: bool = False)
             if conn.topic not in rename:
                 continue
             msg = reader.deserialize(raw, conn.msgtype)
-            header = Header(stamp=Time(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec),
-                            frame_id=msg.header.frame_id)
+            ns = msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec
+            if conn.topic == DEFAULT_TOPICS["lidar"]:
+                ns += round(lidar_clock_ahead_s * 1e9)
+            header = Header(stamp=Time(sec=ns // 10 ** 9, nanosec=ns % 10 ** 9), frame_id=msg.header.frame_id)
             msgtype = conn.msgtype
             if conn.topic == DEFAULT_TOPICS["rgb"]:
                 bgr = np.ascontiguousarray(np.asarray(msg.data).reshape(msg.height, msg.width, 3)[:, :, ::-1])
@@ -188,6 +192,35 @@ def test_compressed_transports_give_the_same_masks_as_raw_images(rig_bag, tmp_pa
     assert all(a[k][0] == b[k][0] == ("rgb", "depth", "event", "lidar") for k in a)
     for k in a:  # PNG is lossless: the very same inputs, hence the very same masks
         np.testing.assert_array_equal(a[k][1], b[k][1])
+
+
+@pytest.mark.parametrize("ahead_s, in_frames", [(5.0, False), (0.7, True)])
+def test_a_sensor_on_another_clock_is_named_not_silently_left_out(rig_bag, tmp_path, random_checkpoint, capsys,
+                                                                  ahead_s, in_frames):
+    """LiDAR stamps 5 s ahead match no RGB frame (only LiDAR-alone frames once the 3 s of RGB are
+    over); 0.7 s ahead they pair with RGB frames of another instant. Either way the report names the
+    sensor and its offset (receive time minus stamp, compared), and the clock running ahead neither
+    holds the bag in memory nor moves the replay clock into its future."""
+    topics = _foreign_copy(rig_bag, tmp_path / "ahead", with_gt=True, lidar_clock_ahead_s=ahead_s)
+    (tmp_path / "topics.yaml").write_text(json.dumps(topics))
+    out = tmp_path / "report.json"
+    assert bag_eval_main([str(tmp_path / "ahead"), "--checkpoint", str(random_checkpoint), "--topics",
+                          str(tmp_path / "topics.yaml"), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    lidar = report["sensors"]["lidar"]
+    assert report["offsets_relative_to"] == "rgb" and lidar["stamp_offset_s"] == pytest.approx(ahead_s, abs=0.01)
+    assert abs(report["sensors"]["depth"]["stamp_offset_s"]) < 0.01
+    with_rgb = sum(s["frames"] for name, s in report["subsets"].items() if name.startswith("rgb"))
+    assert with_rgb == 30 and report["sensors"]["rgb"]["in_frames"] == 30
+    assert (report["subsets"].get("rgb+depth+event+lidar", {}).get("frames", 0) > 0) == in_frames
+    replay = [(topic, at - received) for topic, _, at, received in
+              read_in_stamp_order(tmp_path / "ahead", {topics["rgb"], topics["lidar"]}, window_s=1.0)]
+    order = [topic for topic, _ in replay]
+    assert max(ahead for _, ahead in replay) <= 1e9, "nothing replays more than the window after its receipt"
+    assert order.index(topics["lidar"]) < len(order) - 1 - order[::-1].index(topics["rgb"]), \
+        "LiDAR replays among the RGB messages, not held back to the end of the bag"
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("charm-bag-eval: lidar:")]
+    assert len(warning) == 1 and f"{ahead_s:.3f} s ahead of rgb's" in warning[0] and "lidar.time_offset" in warning[0]
 
 
 def test_bag_without_ground_truth_gives_subset_and_latency_only(rig_bag, tmp_path, random_checkpoint):

@@ -94,3 +94,15 @@ def test_a_sensor_on_another_clock_is_named_with_its_offset_to_the_reference():
     late.reference = "rgb"
     late.modalities[1].stamps_refused, late.modalities[1].offset_s = True, -30.0
     assert "30.000 s behind rgb's" in assess(late)[2].message
+
+
+def test_a_matched_sensor_on_another_clock_is_flagged_beyond_latency_differences():
+    """0.7 s ahead still finds partners (the buffer reaches back 1 s), but from another instant."""
+    health = _health(("rgb", "depth", "event", "lidar"))
+    health.reference = "rgb"
+    health.modalities[3].offset_s = 0.7
+    reports = assess(health)
+    assert reports[0].level == WARN and "lidar stamps 0.700 s ahead of rgb's" in reports[0].message
+    assert reports[4].level == WARN and "another instant" in reports[4].message
+    health.modalities[3].offset_s = -0.2   # a LiDAR's sweep latency: no clock error
+    assert assess(health)[0].level == OK and assess(health)[4].level == OK
