@@ -2,8 +2,10 @@
 
 For pip installs, where `ros2 bag` does not exist. Messages go out serialized, exactly as recorded
 (headers untouched), paced by their receive times (`--rate`); `--clock` also publishes /clock so
-nodes running with use_sim_time follow the bag's time. Topics whose type this Python environment
-cannot import are skipped and listed.
+nodes running with use_sim_time follow the bag's time. A topic recorded from a latched (transient
+local) publisher, such as a CameraInfo sent once, is published latched again, as `ros2 bag play`
+does, so a node that starts later still gets it. Topics whose type this Python environment cannot
+import are skipped and listed.
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ import time
 from pathlib import Path
 
 import rclpy
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.highlevel import AnyReader
+from rosbags.interfaces import Connection, QosDurability
 from rosbags.typesys import Stores, get_typestore
 
 from charm_ros.run_node import init_with_python_signals
@@ -30,6 +33,12 @@ def message_class(msgtype: str):
         return None
 
 
+def recorded_latched(conn: Connection) -> bool:
+    """Whether the bag recorded this topic from a transient-local (latched) publisher."""
+    profiles = getattr(conn.ext, "offered_qos_profiles", None) or []
+    return any(getattr(q, "durability", None) == QosDurability.TRANSIENT_LOCAL for q in profiles)
+
+
 def play(bag: Path, rate: float = 1.0, clock: bool = False, topics: set[str] | None = None,
          reliable: bool = False, start_delay: float = 1.0) -> dict[str, int]:
     """Publish the bag once; returns messages published per topic."""
@@ -38,6 +47,7 @@ def play(bag: Path, rate: float = 1.0, clock: bool = False, topics: set[str] | N
     init_with_python_signals()
     node = rclpy.create_node("charm_bag_play")
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     published: dict[str, int] = {}
     try:
         with AnyReader([bag], default_typestore=get_typestore(Stores.LATEST)) as reader:
@@ -49,7 +59,7 @@ def play(bag: Path, rate: float = 1.0, clock: bool = False, topics: set[str] | N
                 if cls is None:
                     skipped.append(f"{conn.topic} ({conn.msgtype})")
                     continue
-                pubs[conn.topic] = node.create_publisher(cls, conn.topic, qos)
+                pubs[conn.topic] = node.create_publisher(cls, conn.topic, latched if recorded_latched(conn) else qos)
             if skipped:
                 node.get_logger().warning(f"not importable here, skipped: {', '.join(skipped)}")
             clock_pub = None

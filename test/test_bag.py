@@ -286,3 +286,52 @@ def test_live_node_matches_offline_evaluation(rig_bag, random_checkpoint, child_
     # same frames, same subset, same code path: the same masks (hence the same mIoU on those frames)
     for stamp, mask in same:
         np.testing.assert_array_equal(mask, offline[stamp][1])
+
+
+@pytest.mark.slow
+def test_bag_play_republishes_a_latched_topic_latched(tmp_path, child_env, rclpy_node):
+    """A CameraInfo recorded once from a latched publisher reaches a subscriber that comes up after it
+    was played, as with `ros2 bag play`; an ordinary topic stays volatile."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+    from sensor_msgs.msg import CameraInfo
+
+    from charm_ros.launcher import resolve_executable
+
+    def offered(durability: QosDurability) -> Qos:
+        never = QosTime(sec=0, nsec=0)
+        return Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, durability, never, never,
+                   QosLiveliness.AUTOMATIC, never, False)
+
+    bag = tmp_path / "latched"
+    CameraInfoBag, String = TS.types["sensor_msgs/msg/CameraInfo"], TS.types["std_msgs/msg/String"]
+    with Writer(bag, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        info = writer.add_connection("/cam/camera_info", CameraInfoBag.__msgtype__, typestore=TS,
+                                     offered_qos_profiles=[offered(QosDurability.TRANSIENT_LOCAL)])
+        ticks = writer.add_connection("/cam/ticks", String.__msgtype__, typestore=TS,
+                                      offered_qos_profiles=[offered(QosDurability.VOLATILE)])
+        t0 = 1_700_000_000 * 10 ** 9
+        msg = CameraInfoBag(header=TS.types["std_msgs/msg/Header"](
+            stamp=TS.types["builtin_interfaces/msg/Time"](sec=1_700_000_000, nanosec=0), frame_id="cam"),
+            height=480, width=640, distortion_model="plumb_bob", d=np.zeros(5), k=np.eye(3).ravel(), r=np.eye(3).ravel(),
+            p=np.zeros(12), binning_x=0, binning_y=0,
+            roi=TS.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+        writer.write(info, t0, TS.serialize_cdr(msg, CameraInfoBag.__msgtype__))
+        for k in range(30):
+            writer.write(ticks, t0 + k * 10 ** 8, TS.serialize_cdr(String(data=str(k)), String.__msgtype__))
+    player = subprocess.Popen([resolve_executable("charm-bag-play"), str(bag), "--start-delay", "0.2"],
+                              env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)   # the CameraInfo has gone out; the ticks go on for 3 s
+        got: list[tuple[int, int]] = []
+        rclpy_node.create_subscription(CameraInfo, "/cam/camera_info", lambda m: got.append((m.height, m.width)),
+                                       QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                                  durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        deadline = time.monotonic() + 5.0
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert got == [(480, 640)], "the latched CameraInfo never reached a late subscriber"
+    finally:
+        out, err = player.communicate(timeout=20)
+    assert player.returncode == 0, err
+    assert "1  /cam/camera_info" in out and "30  /cam/ticks" in out
