@@ -345,9 +345,9 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"no bag at {args.bag}")
         if args.write_predictions and args.write_predictions.exists():
             raise FileExistsError(f"{args.write_predictions} exists")
+        evaluator = BagEvaluator(predictor, config, topics, drop)
     except (OSError, ValueError, KeyError) as exc:
         parser.error(str(exc))
-    evaluator = BagEvaluator(predictor, config, topics, drop)
     messages: Counter = Counter()
     undecodable: Counter = Counter()
     start = time.perf_counter()

@@ -75,7 +75,14 @@ class Pipeline:
     @classmethod
     def for_node(cls, predictor: Predictor, config: NodeConfig) -> Pipeline:
         """The pipeline the node's parameters describe (the live node and the bag evaluator both use it);
-        input size [0, 0] means the checkpoint's training size."""
+        input size [0, 0] means the checkpoint's training size. Raises ValueError, at start rather than
+        on every frame, when a sensor is enabled that the checkpoint was not trained with."""
+        unknown = [m for m in config.enabled if m not in predictor.modalities]
+        if unknown:
+            raise ValueError(f"the checkpoint takes {'+'.join(predictor.modalities)} only, but "
+                             f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} enabled: set "
+                             f"{', '.join(f'{m}.enabled' for m in unknown)} to false, or use a checkpoint trained "
+                             "with them")
         size = config.input_size or tuple(predictor.info.provenance.get("input_size", DEFAULT_INPUT_SIZE))
         return cls(predictor, PipelineConfig(input_size=tuple(size), geometry=config.geometry,
                                              min_confidence=config.min_confidence))

@@ -102,3 +102,25 @@ def test_a_binned_camera_info_describes_the_published_image(world_frame, predict
     a, b = binned.process(frame), direct.process(frame)
     np.testing.assert_allclose(a.K, b.K, atol=1e-9)
     np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_a_sensor_the_checkpoint_was_not_trained_with_is_refused_at_start(tmp_path):
+    """Enabled but unknown to the model: one clear error at start, not a model failure on every frame."""
+    import torch
+
+    from charm_core.checkpoint import save_checkpoint
+    from charm_core.model import ModelConfig, build_model
+    from charm_ros.node_config import load_param_file, validate
+    from conftest import ROOT
+
+    torch.manual_seed(0)
+    config = ModelConfig(backbone="tiny", modalities=("rgb", "depth"))
+    path = tmp_path / "rgb_depth.safetensors"
+    save_checkpoint(path, build_model(config).eval(), config, provenance={"input_size": [64, 64]})
+    predictor = Predictor.from_checkpoint(path, device="cpu")
+    params = load_param_file(ROOT / "config" / "charm.param.yaml")
+    with pytest.raises(ValueError, match=r"takes rgb\+depth only, but event, lidar are enabled: set "
+                                         r"event.enabled, lidar.enabled to false"):
+        Pipeline.for_node(predictor, validate(params))
+    params.update({"event.enabled": False, "lidar.enabled": False})
+    assert Pipeline.for_node(predictor, validate(params)).config.input_size == (64, 64)
