@@ -1,8 +1,10 @@
 """What the node reports on /diagnostics, decided without ROS so it can be tested directly.
 
-Levels: OK (every enabled sensor alive, model fine), WARN (running on a degraded subset, or frames
-being dropped/rejected), ERROR (no sensor alive, the model failed on the last frame, or the node
-clock cannot advance).
+Levels: OK (every enabled sensor alive and in step, model fine), WARN (running on a degraded subset:
+a sensor stale, or alive but unmatched or stamped off the reference's clock), ERROR (no sensor alive,
+the model failed on the last frame, or the node clock cannot advance). Frames dropped under load
+(latest wins) and rejected messages are counted, not a level: the per-sensor message names the last
+rejection.
 """
 from __future__ import annotations
 
