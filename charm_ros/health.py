@@ -29,6 +29,7 @@ class ModalityHealth:
     rejected: int
     last_error: str = ""
     stamps_refused: bool = False  # messages still arrive, but the synchronizer refuses their stamps
+    rejecting: bool = False    # messages were rejected (conversion, checks) within its stale_timeout
     lag: float | None = None   # arrival minus (offset-corrected) header stamp of the last message, s
     unmatched_s: float | None = None  # alive, but in no frame for this long (see Synchronizer.unmatched)
     offset_s: float | None = None  # its stamps minus the reference's, from smoothed lags (None for the reference)
@@ -102,6 +103,9 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
                     f": messages arrive, but their header stamps repeat, go back or are "
                     f"{_offset(m, health.reference, f'lag {_fmt(m.lag, 3)} s behind arrival')}: fix the "
                     f"publisher's clock or set {m.name}.time_offset")
+            elif m.rejecting:
+                m_message = ("no usable message" if m.age is None else m_message) + (
+                    f": messages arrive, but are rejected: {m.last_error}")
         elif m.unmatched_s is not None:
             m_level, m_message = WARN, (
                 f"alive, but in no frame for {m.unmatched_s:.1f} s: its stamps are "

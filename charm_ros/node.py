@@ -7,6 +7,7 @@ subset on the next frame: no restart, no stall.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 import threading
@@ -40,6 +41,7 @@ from charm_ros.sync import Synchronizer
 class Counters:
     rejected: dict[str, int] = field(default_factory=lambda: {m: 0 for m in MODALITIES})
     last_error: dict[str, str] = field(default_factory=lambda: {m: "" for m in MODALITIES})
+    last_rejected: dict[str, float] = field(default_factory=dict)  # node clock time of the last rejection
     frames: int = 0
     frames_dropped: int = 0
     frames_skipped: int = 0
@@ -179,6 +181,7 @@ class CharmNode(Node):
     def _reject(self, modality: str, reason: str) -> None:
         self.counters.rejected[modality] += 1
         self.counters.last_error[modality] = reason
+        self.counters.last_rejected[modality] = self.now()
         self.get_logger().warning(f"rejected {modality} message: {reason}", throttle_duration_sec=5.0)
 
     # ------------------------------------------------------------------ worker: newest frame wins
@@ -254,6 +257,7 @@ class CharmNode(Node):
             reference = self.sync.reference(now)
             stats = self.sync.stats()
         ref_lag = None if reference is None else stats[reference].typical_lag
+        stale_timeout = {mc.name: mc.stale_timeout for mc in self.config.sync.modalities}
         modalities = []
         for m in self.config.enabled:
             s = stats[m]
@@ -263,6 +267,7 @@ class CharmNode(Node):
                 received=s.received, used=s.used, dropped=s.dropped + s.duplicates + s.out_of_order,
                 rejected=self.counters.rejected[m], last_error=self.counters.last_error[m],
                 stamps_refused=m in refusing, lag=s.lag, unmatched_s=unmatched.get(m),
+                rejecting=now - self.counters.last_rejected.get(m, -math.inf) <= stale_timeout[m],
                 offset_s=None if m == reference or None in (ref_lag, s.typical_lag) else ref_lag - s.typical_lag))
         c = self.counters
         times = list(c.publish_times)

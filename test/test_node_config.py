@@ -106,3 +106,14 @@ def test_a_matched_sensor_on_another_clock_is_flagged_beyond_latency_differences
     assert reports[4].level == WARN and "another instant" in reports[4].message
     health.modalities[3].offset_s = -0.2   # a LiDAR's sweep latency: no clock error
     assert assess(health)[0].level == OK and assess(health)[4].level == OK
+
+
+def test_a_sensor_whose_every_message_is_rejected_says_so_not_no_message_yet():
+    health = _health(("rgb", "event", "lidar"))
+    depth = health.modalities[1]
+    depth.age, depth.rejected, depth.last_error, depth.rejecting = None, 42, "unknown image encoding 'z16'", True
+    report = assess(health)[2]
+    assert report.level == WARN
+    assert report.message == "no usable message: messages arrive, but are rejected: unknown image encoding 'z16'"
+    depth.rejecting = False   # rejected long ago, silent since: just stale
+    assert assess(health)[2].message == "no message yet"
