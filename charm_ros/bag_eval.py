@@ -78,13 +78,14 @@ class BagReport:
         out = []
         for m, (received, used) in self.used.items():
             offset = self.offsets.get(m)
-            off = "" if offset is None else \
-                f": its stamps are {abs(offset):.3f} s {'ahead of' if offset > 0 else 'behind'} {self.reference}'s"
+            where = "stamps matched no reference stamp" if offset is None else \
+                f"its stamps are {abs(offset):.3f} s {'ahead of' if offset > 0 else 'behind'} {self.reference}'s"
             if received and not used:
-                out.append(f"{m}: {received} messages, in no frame{off or ': stamps matched no reference stamp'}")
+                out.append(f"{m}: {received} messages, in no frame: {where} (another clock? set {m}.time_offset)")
             elif offset is not None and abs(offset) > OFF_CLOCK_S:
-                out.append(f"{m}: in {used} frames, but paired with another instant{off}")
-        return [f"{w} (another clock? set {w.split(':')[0]}.time_offset)" for w in out]
+                out.append(f"{m}: in {used} frames, but paired with another instant: {where} "
+                           f"(another clock? set {m}.time_offset)")
+        return out
 
     def as_dict(self) -> dict:
         def stats(s: SubsetStats) -> dict:
