@@ -35,7 +35,7 @@ from charm_core.modalities import all_subsets, subset_name
 from charm_ros import conversions
 from charm_ros.dropouts import Dropout, dropped_at, parse_dropouts
 from charm_ros.health import OFF_CLOCK_S
-from charm_ros.node_config import NodeConfig, load_param_file, validate
+from charm_ros.node_config import NodeConfig, load_param_file, resolve_palette, validate
 from charm_ros.paths import share_path
 from charm_ros.pipeline import FrameSkipped, Pipeline, Result
 from charm_ros.sync import Synchronizer
@@ -347,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.write_predictions and args.write_predictions.exists():
             raise FileExistsError(f"{args.write_predictions} exists")
         evaluator = BagEvaluator(predictor, config, topics, drop)
+        palette = resolve_palette(config.palette, predictor.palette)
     except (OSError, ValueError, KeyError) as exc:
         parser.error(str(exc))
     messages: Counter = Counter()
@@ -367,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report.as_dict(), indent=2))
     if args.write_predictions:
-        write_predictions(args.write_predictions, evaluator.results, predictor.palette, args.storage)
+        write_predictions(args.write_predictions, evaluator.results, palette, args.storage)
         print(f"wrote predictions to {args.write_predictions}")
     return 0
 

@@ -32,7 +32,8 @@ from charm_core.modalities import MODALITIES, subset_name
 from charm_core.visualize import confidence_to_mono8, overlay
 from charm_ros import compressed, conversions
 from charm_ros.health import OK, PipelineHealth, ModalityHealth, assess
-from charm_ros.node_config import PARAMETERS, SPECS, ConfigError, NodeConfig, check_value, validate
+from charm_ros.node_config import (PARAMETERS, SPECS, ConfigError, NodeConfig, check_value, resolve_palette,
+                                   validate)
 from charm_ros.pipeline import FrameSkipped, Pipeline, Result
 from charm_ros.run_node import run_node
 from charm_ros.sync import Synchronizer
@@ -62,6 +63,7 @@ class CharmNode(Node):
         predictor = Predictor.from_checkpoint(self.config.checkpoint, device=self.config.device,
                                               precision=self.config.precision)
         self.pipeline = Pipeline.for_node(predictor, self.config)
+        self.palette = resolve_palette(self.config.palette, predictor.palette)
         self.sync = Synchronizer(self.config.sync)
         self.counters = Counters()
         self.lock = threading.Condition()
@@ -112,14 +114,16 @@ class CharmNode(Node):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.labels_pub = self.create_publisher(String, "~/labels", latched)
-        self.labels_pub.publish(String(data=json.dumps({
-            "classes": list(predictor.class_names), "palette": np.asarray(predictor.palette).tolist(),
-            "no_data": 255})))
+        self._publish_labels()
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # steady time: diagnostics keep coming when the ROS clock does not move (use_sim_time, no /clock)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(min(0.25, cfg.diagnostics_period), self._diagnostics_tick, clock=steady)
         self.create_timer(0.5, self._catch_latched_camera_info, clock=steady)
+
+    def _publish_labels(self) -> None:
+        self.labels_pub.publish(String(data=json.dumps({
+            "classes": list(self.pipeline.predictor.class_names), "palette": self.palette.tolist(), "no_data": 255})))
 
     # ------------------------------------------------------------------ callbacks: convert + enqueue only
     def now(self) -> float:
@@ -228,9 +232,9 @@ class CharmNode(Node):
             self.pubs["mask"].publish(conversions.numpy_to_image(result.labels, "mono8", header))
         if want["color_mask"]:
             self.pubs["color_mask"].publish(
-                conversions.numpy_to_image(colorize(result.labels, self.pipeline.predictor.palette), "rgb8", header))
+                conversions.numpy_to_image(colorize(result.labels, self.palette), "rgb8", header))
         if want["overlay"]:
-            blended = overlay(result.background, result.labels, cfg.overlay_alpha, self.pipeline.predictor.palette)
+            blended = overlay(result.background, result.labels, cfg.overlay_alpha, self.palette)
             self.pubs["overlay"].publish(conversions.numpy_to_image(blended, "rgb8", header))
         if want["confidence"]:
             self.pubs["confidence"].publish(
@@ -332,12 +336,16 @@ class CharmNode(Node):
         values.update({p.name: p.value for p in params if p.name in SPECS})
         try:
             new = validate(values)
+            palette = resolve_palette(new.palette, self.pipeline.predictor.palette)
         except ConfigError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         with self.lock:
             self.config = new
             self.sync.config = new.sync
             self.pipeline.config.min_confidence = new.min_confidence
+        if not np.array_equal(palette, self.palette):
+            self.palette = palette
+            self._publish_labels()  # latched: late subscribers get the colours in use
         return SetParametersResult(successful=True)
 
     def shutdown(self) -> None:

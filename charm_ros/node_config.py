@@ -7,6 +7,7 @@ documents the same names, so there is one source of truth (a test keeps the YAML
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               minimum=0.0, maximum=1.0),
     ParamSpec("outputs.min_confidence", 0.0, "pixels below this confidence are 255 (no data) on ~/mask",
               dynamic=True, minimum=0.0, maximum=1.0),
+    ParamSpec("outputs.palette", "", "colours of ~/color_mask and ~/overlay: one #RRGGBB per class in class order "
+              "(the names are on ~/labels), separated by spaces or commas; empty = the checkpoint's", dynamic=True),
     ParamSpec("qos.input_depth", 5, "history depth of the sensor subscriptions", minimum=1),
     ParamSpec("qos.input_reliability", "best_effort", "best_effort matches every publisher", choices=RELIABILITIES),
     ParamSpec("qos.output_reliability", "reliable", "QoS reliability of the outputs", choices=RELIABILITIES),
@@ -104,6 +107,7 @@ class NodeConfig:
     outputs: dict[str, bool]
     overlay_alpha: float
     min_confidence: float
+    palette: np.ndarray | None  # Nx3 uint8, or None for the checkpoint's
     input_depth: int
     input_reliability: str
     output_reliability: str
@@ -161,10 +165,39 @@ def validate(values: dict[str, Any]) -> NodeConfig:
                                 camera_pitch=float(v["geometry.camera_pitch"]), T_cam_lidar=transform),
         outputs={name: bool(v[f"outputs.{name}"]) for name in OUTPUTS},
         overlay_alpha=float(v["outputs.overlay_alpha"]), min_confidence=float(v["outputs.min_confidence"]),
+        palette=parse_palette(v["outputs.palette"]),
         input_depth=int(v["qos.input_depth"]), input_reliability=v["qos.input_reliability"],
         output_reliability=v["qos.output_reliability"], diagnostics_period=float(v["diagnostics.period"]),
         raw=v,
     )
+
+
+_HEX_COLOUR = re.compile(r"^#?([0-9a-fA-F]{6})$")
+
+
+def parse_palette(text: str) -> np.ndarray | None:
+    """'#804080 #f423e8 ...' -> Nx3 uint8 (None for an empty string); ConfigError naming a bad entry."""
+    entries = [e for e in re.split(r"[\s,]+", text.strip()) if e]
+    if not entries:
+        return None
+    colours = []
+    for i, entry in enumerate(entries):
+        match = _HEX_COLOUR.match(entry)
+        if match is None:
+            raise ConfigError(f"outputs.palette entry {i} is {entry!r}: expected a colour such as #804080")
+        colours.append([int(match.group(1)[k:k + 2], 16) for k in (0, 2, 4)])
+    return np.array(colours, dtype=np.uint8)
+
+
+def resolve_palette(configured: np.ndarray | None, checkpoint: np.ndarray) -> np.ndarray:
+    """The palette to draw with: the configured one, which must give every class of the checkpoint a
+    colour, else the checkpoint's."""
+    if configured is None:
+        return np.asarray(checkpoint, dtype=np.uint8)
+    if len(configured) != len(checkpoint):
+        raise ConfigError(f"outputs.palette has {len(configured)} colours, the checkpoint {len(checkpoint)} "
+                          "classes: give one colour per class (or none for the checkpoint's)")
+    return configured
 
 
 def check_value(name: str, value: Any) -> None:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from charm_ros.health import ERROR, OK, WARN, ModalityHealth, PipelineHealth, assess
-from charm_ros.node_config import PARAMETERS, ConfigError, load_param_file, validate
+from charm_ros.node_config import PARAMETERS, ConfigError, load_param_file, parse_palette, resolve_palette, validate
 from conftest import ROOT
 
 
@@ -117,3 +117,16 @@ def test_a_sensor_whose_every_message_is_rejected_says_so_not_no_message_yet():
     assert report.message == "no usable message: messages arrive, but are rejected: unknown image encoding 'z16'"
     depth.rejecting = False   # rejected long ago, silent since: just stale
     assert assess(health)[2].message == "no message yet"
+
+
+def test_palette_parameter_is_hex_colours_one_per_class():
+    assert validate({}).palette is None, "empty: the checkpoint's palette"
+    np.testing.assert_array_equal(parse_palette("#804080, f423e8\n#000000"), [[128, 64, 128], [244, 35, 232], [0, 0, 0]])
+    with pytest.raises(ConfigError, match="outputs.palette entry 1 is '#12345'"):
+        validate({"outputs.palette": "#804080 #12345"})
+    checkpoint = np.zeros((3, 3), np.uint8)
+    assert resolve_palette(None, checkpoint) is not None and resolve_palette(None, checkpoint).shape == (3, 3)
+    mine = parse_palette("#ff0000 #00ff00 #0000ff")
+    assert resolve_palette(mine, checkpoint) is mine
+    with pytest.raises(ConfigError, match="2 colours, the checkpoint 3 classes"):
+        resolve_palette(parse_palette("#ff0000 #00ff00"), checkpoint)

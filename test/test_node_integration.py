@@ -266,3 +266,67 @@ def test_a_camera_info_latched_before_the_node_started_is_taken(frames_npz, rand
     finally:
         depth.send_signal(signal.SIGINT)
         depth.wait(timeout=10)
+
+
+def test_parameters_change_at_run_time_through_the_parameter_service(frames_npz, random_checkpoint, child_env,
+                                                                     rclpy_node):
+    """What `ros2 param set` does: a valid palette recolours ~/color_mask and re-latches ~/labels; a bad
+    one, or a read-only parameter, is refused with the reason."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    latest: dict[str, object] = {}
+    rclpy_node.create_subscription(String, "/charm/labels", lambda m: latest.__setitem__("labels", json.loads(m.data)),
+                                   QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                              durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    rclpy_node.create_subscription(Image, "/charm/color_mask", lambda m: latest.__setitem__("colour", m),
+                                   QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE))
+    client = rclpy_node.create_client(SetParameters, "/charm/set_parameters")
+
+    def set_param(name: str, value) -> tuple[bool, str]:
+        pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value) if isinstance(value, str) \
+            else ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+        future = client.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=pv)]))
+        deadline = time.monotonic() + 10
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        result = future.result().results[0]
+        return result.successful, result.reason
+
+    def wait_for(check, timeout=20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return True
+            time.sleep(0.05)
+        return False
+
+    node_spec = NodeSpec(
+        command=[resolve_executable("charm_node")], name="charm",
+        params_files=[str(ROOT / "config" / "charm.param.yaml")],
+        parameters={"model.checkpoint": str(random_checkpoint), "depth.enabled": False, "event.enabled": False,
+                    "lidar.enabled": False},
+        remappings=[("~/rgb/image", "/pal/rgb/image"), ("~/rgb/camera_info", "/pal/rgb/camera_info")])
+    rgb = subprocess.Popen([sys.executable, str(NODES / "sensor_publisher.py"), str(frames_npz), "rgb",
+                            "--prefix", "/pal"], env=child_env, start_new_session=True)
+    try:
+        with Launcher([node_spec], env=child_env):
+            assert wait_for(lambda: "labels" in latest and "colour" in latest, 40), "no ~/labels or ~/color_mask"
+            classes = len(latest["labels"]["classes"])
+            assert client.wait_for_service(timeout_sec=10)
+            assert set_param("outputs.palette", " ".join(["#ff0000"] * classes)) == (True, "")
+            assert wait_for(lambda: latest["labels"]["palette"] == [[255, 0, 0]] * classes)
+            latest.pop("colour")
+            assert wait_for(lambda: "colour" in latest)
+            colours = np.frombuffer(bytes(latest["colour"].data), np.uint8).reshape(-1, 3)
+            assert (colours == [255, 0, 0]).all(), "~/color_mask drawn with the new palette"
+            ok, reason = set_param("outputs.palette", "#ff0000 red")
+            assert not ok and "outputs.palette entry 1 is 'red'" in reason
+            ok, reason = set_param("outputs.palette", "#00ff00")
+            assert not ok and f"1 colours, the checkpoint {classes} classes" in reason
+            ok, reason = set_param("rgb.enabled", False)
+            assert not ok and "read-only" in reason
+            assert latest["labels"]["palette"] == [[255, 0, 0]] * classes, "a refused change changes nothing"
+    finally:
+        rgb.send_signal(signal.SIGINT)
+        rgb.wait(timeout=10)
