@@ -313,9 +313,10 @@ def test_bag_play_republishes_a_latched_topic_latched(tmp_path, child_env, rclpy
         t0 = 1_700_000_000 * 10 ** 9
         msg = CameraInfoBag(header=TS.types["std_msgs/msg/Header"](
             stamp=TS.types["builtin_interfaces/msg/Time"](sec=1_700_000_000, nanosec=0), frame_id="cam"),
-            height=480, width=640, distortion_model="plumb_bob", d=np.zeros(5), k=np.eye(3).ravel(), r=np.eye(3).ravel(),
-            p=np.zeros(12), binning_x=0, binning_y=0,
-            roi=TS.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+            height=480, width=640, distortion_model="plumb_bob", d=np.zeros(5), k=np.eye(3).ravel(),
+            r=np.eye(3).ravel(), p=np.zeros(12), binning_x=0, binning_y=0,
+            roi=TS.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+                                                             do_rectify=False))
         writer.write(info, t0, TS.serialize_cdr(msg, CameraInfoBag.__msgtype__))
         for k in range(30):
             writer.write(ticks, t0 + k * 10 ** 8, TS.serialize_cdr(String(data=str(k)), String.__msgtype__))

@@ -121,7 +121,8 @@ def test_a_sensor_whose_every_message_is_rejected_says_so_not_no_message_yet():
 
 def test_palette_parameter_is_hex_colours_one_per_class():
     assert validate({}).palette is None, "empty: the checkpoint's palette"
-    np.testing.assert_array_equal(parse_palette("#804080, f423e8\n#000000"), [[128, 64, 128], [244, 35, 232], [0, 0, 0]])
+    np.testing.assert_array_equal(parse_palette("#804080, f423e8\n#000000"),
+                                  [[128, 64, 128], [244, 35, 232], [0, 0, 0]])
     with pytest.raises(ConfigError, match="outputs.palette entry 1 is '#12345'"):
         validate({"outputs.palette": "#804080 #12345"})
     checkpoint = np.zeros((3, 3), np.uint8)
