@@ -113,8 +113,9 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
                 f"fix the publisher's clock or set {m.name}.time_offset")
         elif _off_clock(m):
             m_level, m_message = WARN, (
-                f"alive, but its stamps are {_offset(m, health.reference, '')}, so frames pair it with "
-                f"another instant: fix the publisher's clock or set {m.name}.time_offset")
+                f"alive, but its stamps are {_offset(m, health.reference, '')} (arrival minus stamp "
+                f"compared), more than sensor latencies differ: unless its latency really is that different, "
+                f"frames pair it with another instant: fix the publisher's clock or set {m.name}.time_offset")
         elif m.rejected and m.last_error:
             m_level, m_message = OK, f"alive (rejected some: {m.last_error})"
         else:
