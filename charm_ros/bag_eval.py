@@ -70,6 +70,7 @@ class BagReport:
     used: dict[str, tuple[int, int]] = field(default_factory=dict)  # sensor -> (synchronized messages, in a frame)
     offsets: dict[str, float] = field(default_factory=dict)  # sensor -> its stamps minus the reference's (s)
     reference: str | None = None  # the highest-priority sensor in the bag, which the offsets refer to
+    left_out: dict[str, tuple[int, str]] = field(default_factory=dict)  # sensor -> (frames it was left out of, why)
 
     def clock_warnings(self) -> list[str]:
         """Sensors on another clock (or with a wrong time_offset), as the node's diagnostics name them:
@@ -87,6 +88,10 @@ class BagReport:
                            f"(another clock? set {m}.time_offset)")
         return out
 
+    def left_out_warnings(self) -> list[str]:
+        """Sensors synchronized into frames the pipeline could not use them in (e.g. no CameraInfo)."""
+        return [f"{m}: left out of {n} frames: {why}" for m, (n, why) in self.left_out.items()]
+
     def as_dict(self) -> dict:
         def stats(s: SubsetStats) -> dict:
             iou = s.confusion.compute() if s.confusion is not None else None
@@ -99,7 +104,9 @@ class BagReport:
                 "messages": dict(self.messages), "rejected": dict(self.rejected), "reject_reasons": self.reasons,
                 "dropped_by_schedule": dict(self.dropped_by_schedule), "skipped_frames": self.skipped_frames,
                 "frames_without_ground_truth": self.unmatched_gt_frames, "wall_s": round(self.wall_s, 2),
-                "sensors": {m: {"synchronized": r, "in_frames": u, "stamp_offset_s": _round(self.offsets.get(m))}
+                "sensors": {m: {"synchronized": r, "in_frames": u,
+                                "left_out_of_frames": self.left_out.get(m, (0, ""))[0],
+                                "stamp_offset_s": _round(self.offsets.get(m))}
                             for m, (r, u) in self.used.items()}, "offsets_relative_to": self.reference}
 
     def markdown(self) -> str:
@@ -188,6 +195,8 @@ class BagEvaluator:
         self.reasons: dict[str, str] = {}
         self.dropped_by_schedule: Counter = Counter()
         self.skipped = 0
+        self.left_out: Counter = Counter()     # sensor -> frames that had it but could not use it
+        self.left_out_why: dict[str, str] = {}
         self.first_stamp: int | None = None
         self.clock = -float("inf")   # the replay clock: the newest replay time seen (s)
         self.lags: dict[str, list[float]] = {}  # sensor -> receive time minus stamp (s) of its messages
@@ -242,12 +251,18 @@ class BagEvaluator:
         for frame in frames:
             try:
                 result = self.pipeline.process(frame)
-            except FrameSkipped:
+            except FrameSkipped as exc:
                 self.skipped += 1
+                self._leave_out({m: str(exc) for m in frame.data})
                 continue
+            self._leave_out(result.skipped)
             self.results.append(result)
             done.append(result)
         return done
+
+    def _leave_out(self, why: dict[str, str]) -> None:
+        self.left_out.update(why.keys())
+        self.left_out_why.update(why)
 
     def report(self, wall_s: float, messages: Counter) -> BagReport:
         subsets: dict[str, SubsetStats] = {}
@@ -277,8 +292,9 @@ class BagEvaluator:
         reference = next((m for m in self.sync.config.modalities if m.name in lags), None)
         offsets = {} if reference is None else {m: lags[reference.name] - lag for m, lag in lags.items()
                                                 if m != reference.name}
+        left_out = {m: (n, self.left_out_why[m]) for m, n in self.left_out.items()}
         return BagReport(ordered, overall, messages, self.rejected, self.reasons, self.dropped_by_schedule,
-                         self.skipped, unmatched, wall_s, used, offsets, reference and reference.name)
+                         self.skipped, unmatched, wall_s, used, offsets, reference and reference.name, left_out)
 
 
 def write_predictions(out: Path, results: list[Result], palette: np.ndarray, storage: str = "mcap") -> None:
@@ -363,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.bag}: {report.overall.frames} frames in {report.wall_s:.1f} s "
           f"(rejected: {dict(report.rejected) or 'none'}; dropped by --drop: {dict(report.dropped_by_schedule) or 'none'})\n")
     print(report.markdown())
-    for warning in report.clock_warnings():
+    for warning in report.clock_warnings() + report.left_out_warnings():
         print(f"charm-bag-eval: {warning}", file=sys.stderr)
     if args.json:
         Path(args.json).write_text(json.dumps(report.as_dict(), indent=2))

@@ -30,6 +30,9 @@ class ModalityHealth:
     last_error: str = ""
     stamps_refused: bool = False  # messages still arrive, but the synchronizer refuses their stamps
     rejecting: bool = False    # messages were rejected (conversion, checks) within its stale_timeout
+    left_out: str = ""         # why recent frames had it but did not use it (e.g. no CameraInfo); "" = used
+    info_rejected: int = 0     # its CameraInfo messages rejected (rgb, depth)
+    info_error: str = ""       # the last CameraInfo rejection reason
     lag: float | None = None   # arrival minus (offset-corrected) header stamp of the last message, s
     unmatched_s: float | None = None  # alive, but in no frame for this long (see Synchronizer.unmatched)
     offset_s: float | None = None  # its stamps minus the reference's, from smoothed lags (None for the reference)
@@ -68,16 +71,20 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
     missing = [m for m in health.enabled if m not in alive]
     unmatched = [m.name for m in health.modalities if m.alive and m.unmatched_s is not None]
     off_clock = [m for m in health.modalities if m.alive and m.unmatched_s is None and _off_clock(m)]
-    running = "+".join(m for m in alive if m not in unmatched)
+    left_out = [m.name for m in health.modalities if m.alive and m.left_out]
+    running = "+".join(m for m in alive if m not in unmatched and m not in left_out)
     if health.model_error:
         level, message = ERROR, f"model failure: {health.model_error}"
     elif health.clock_error:
         level, message = ERROR, health.clock_error
     elif not alive:
         level, message = ERROR, "no sensor input alive"
-    elif missing or unmatched or off_clock:
+    elif not running:
+        level, message = ERROR, f"sensors alive ({'+'.join(alive)}) but none usable: see their status"
+    elif missing or unmatched or off_clock or left_out:
         why = ([f"no {', '.join(missing)}"] if missing else []) + [f"{m} unmatched" for m in unmatched] + [
-            f"{m.name} stamps {_offset(m, health.reference, '')}" for m in off_clock]
+            f"{m.name} stamps {_offset(m, health.reference, '')}" for m in off_clock] + [
+            f"{m} left out" for m in left_out]
         level, message = WARN, f"degraded: running on {running} ({'; '.join(why)})"
     else:
         level, message = OK, f"running on {'+'.join(alive)}"
@@ -106,6 +113,9 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
             elif m.rejecting:
                 m_message = ("no usable message" if m.age is None else m_message) + (
                     f": messages arrive, but are rejected: {m.last_error}")
+        elif m.left_out:
+            m_level, m_message = WARN, f"alive, but left out of frames: {m.left_out}" + (
+                f"; its CameraInfo is rejected: {m.info_error}" if m.info_error else "")
         elif m.unmatched_s is not None:
             m_level, m_message = WARN, (
                 f"alive, but in no frame for {m.unmatched_s:.1f} s: its stamps are "
@@ -116,15 +126,18 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
                 f"alive, but its stamps are {_offset(m, health.reference, '')} (arrival minus stamp "
                 f"compared), more than sensor latencies differ: unless its latency really is that different, "
                 f"frames pair it with another instant: fix the publisher's clock or set {m.name}.time_offset")
-        elif m.rejected and m.last_error:
-            m_level, m_message = OK, f"alive (rejected some: {m.last_error})"
+        elif (m.rejected and m.last_error) or m.info_error:
+            notes = ([f"rejected some: {m.last_error}"] if m.rejected and m.last_error else []) + (
+                [f"CameraInfo rejected: {m.info_error}"] if m.info_error else [])
+            m_level, m_message = OK, f"alive ({'; '.join(notes)})"
         else:
             m_level, m_message = OK, "alive"
         reports.append(StatusReport(f"charm: {m.name}", m_level, m_message, {
             "alive": str(m.alive).lower(), "age_s": _fmt(m.age, 3), "rate_hz": f"{m.rate_hz:.2f}",
             "received": str(m.received), "used": str(m.used), "dropped": str(m.dropped),
             "rejected": str(m.rejected), "last_error": m.last_error, "stamp_lag_s": _fmt(m.lag, 3),
-            "stamp_offset_s": _fmt(m.offset_s, 3), "unmatched_s": _fmt(m.unmatched_s),
+            "stamp_offset_s": _fmt(m.offset_s, 3), "unmatched_s": _fmt(m.unmatched_s), "left_out": m.left_out,
+            "camera_info_rejected": str(m.info_rejected), "camera_info_error": m.info_error,
         }))
     return reports
 

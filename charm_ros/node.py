@@ -43,6 +43,9 @@ class Counters:
     rejected: dict[str, int] = field(default_factory=lambda: {m: 0 for m in MODALITIES})
     last_error: dict[str, str] = field(default_factory=lambda: {m: "" for m in MODALITIES})
     last_rejected: dict[str, float] = field(default_factory=dict)  # node clock time of the last rejection
+    info_rejected: dict[str, int] = field(default_factory=lambda: {m: 0 for m in MODALITIES})  # CameraInfo
+    info_error: dict[str, str] = field(default_factory=lambda: {m: "" for m in MODALITIES})
+    left_out: dict[str, tuple[float, str]] = field(default_factory=dict)  # (node time, why) in a frame, not used
     frames: int = 0
     frames_dropped: int = 0
     frames_skipped: int = 0
@@ -144,8 +147,11 @@ class CharmNode(Node):
         try:
             self.pipeline.accept_camera_info(modality, msg)
         except (conversions.ConversionError, ValueError) as exc:
-            self._reject(modality, f"CameraInfo: {exc}")
+            self.counters.info_rejected[modality] += 1
+            self.counters.info_error[modality] = str(exc)
+            self.get_logger().warning(f"rejected {modality} CameraInfo: {exc}", throttle_duration_sec=5.0)
             return
+        self.counters.info_error[modality] = ""
         after = self.pipeline.cameras[modality]
         if before is None or before.hw != after.hw or not np.array_equal(before.K, after.K):
             self.get_logger().info(f"{modality} camera: {conversions.camera_info_summary(msg)}")
@@ -212,6 +218,7 @@ class CharmNode(Node):
             result = self.pipeline.process(frame)
         except FrameSkipped as exc:
             self.counters.frames_skipped += 1
+            self.counters.left_out.update({m: (self.now(), str(exc)) for m in frame.data})
             self.get_logger().warning(f"frame skipped: {exc}", throttle_duration_sec=5.0)
             return
         except Exception as exc:  # a model failure must not kill the node; it is reported as ERROR
@@ -219,6 +226,7 @@ class CharmNode(Node):
             self.get_logger().error(f"inference failed: {self.counters.model_error}", throttle_duration_sec=5.0)
             return
         self.counters.model_error = ""
+        self.counters.left_out.update({m: (self.now(), why) for m, why in result.skipped.items()})
         self._publish(result)
 
     def _anyone_listening(self) -> bool:
@@ -262,16 +270,21 @@ class CharmNode(Node):
             stats = self.sync.stats()
         ref_lag = None if reference is None else stats[reference].typical_lag
         stale_timeout = {mc.name: mc.stale_timeout for mc in self.config.sync.modalities}
+        topics = " or ".join(self.camera_info_topics.values())
         modalities = []
         for m in self.config.enabled:
             s = stats[m]
+            left_when, left_why = self.counters.left_out.get(m, (-math.inf, ""))
+            left_out = "" if now - left_when > max(1.0, stale_timeout[m]) else (
+                f"{left_why} (CameraInfo topics: {topics})" if "CameraInfo" in left_why else left_why)
             age = None if s.last_arrival is None else max(0.0, now - s.last_arrival)
             modalities.append(ModalityHealth(
                 name=m, alive=m in alive, age=age, rate_hz=s.rate_hz if m in alive else 0.0,
                 received=s.received, used=s.used, dropped=s.dropped + s.duplicates + s.out_of_order,
                 rejected=self.counters.rejected[m], last_error=self.counters.last_error[m],
                 stamps_refused=m in refusing, lag=s.lag, unmatched_s=unmatched.get(m),
-                rejecting=now - self.counters.last_rejected.get(m, -math.inf) <= stale_timeout[m],
+                rejecting=now - self.counters.last_rejected.get(m, -math.inf) <= stale_timeout[m], left_out=left_out,
+                info_rejected=self.counters.info_rejected[m], info_error=self.counters.info_error[m],
                 offset_s=None if m == reference or None in (ref_lag, s.typical_lag) else ref_lag - s.typical_lag))
         c = self.counters
         times = list(c.publish_times)

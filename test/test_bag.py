@@ -223,6 +223,20 @@ def test_a_sensor_on_another_clock_is_named_not_silently_left_out(rig_bag, tmp_p
     assert len(warning) == 1 and f"{ahead_s:.3f} s ahead of rgb's" in warning[0] and "lidar.time_offset" in warning[0]
 
 
+def test_sensors_left_out_for_want_of_a_camera_info_are_named(rig_bag, tmp_path, random_checkpoint, capsys):
+    """Without the CameraInfo topics, depth and LiDAR cannot be encoded: the frames run on RGB and
+    event, and the report says which sensors were left out of how many frames, and why."""
+    out = tmp_path / "report.json"
+    assert bag_eval_main([str(rig_bag), "--checkpoint", str(random_checkpoint), "--camera-info", "",
+                          "--depth-camera-info", "", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["subsets"]) == {"rgb+event"} and report["overall"]["frames"] == 30
+    assert report["sensors"]["depth"]["left_out_of_frames"] == report["sensors"]["lidar"]["left_out_of_frames"] == 30
+    assert report["sensors"]["rgb"]["left_out_of_frames"] == 0
+    err = capsys.readouterr().err
+    assert "depth: left out of 30 frames: no CameraInfo received yet" in err and "lidar: left out of 30" in err
+
+
 def test_bag_without_ground_truth_gives_subset_and_latency_only(rig_bag, tmp_path, random_checkpoint):
     topics = _foreign_copy(rig_bag, tmp_path / "nogt", with_gt=False)
     (tmp_path / "topics.yaml").write_text(json.dumps({k: v for k, v in topics.items() if k != "gt"}))

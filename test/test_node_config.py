@@ -131,3 +131,19 @@ def test_palette_parameter_is_hex_colours_one_per_class():
     assert resolve_palette(mine, checkpoint) is mine
     with pytest.raises(ConfigError, match="2 colours, the checkpoint 3 classes"):
         resolve_palette(parse_palette("#ff0000 #00ff00"), checkpoint)
+
+
+def test_a_sensor_left_out_of_frames_is_named_and_all_left_out_is_an_error():
+    """Alive but not usable (no CameraInfo for depth/LiDAR): not 'running on' it; nothing usable: ERROR."""
+    health = _health(("rgb", "depth", "event", "lidar"))
+    health.modalities[3].left_out = "no CameraInfo received yet (CameraInfo topics: /cam/info)"
+    health.modalities[0].info_rejected, health.modalities[0].info_error = 7, "camera_info.k must be finite"
+    reports = assess(health)
+    assert reports[0].level == WARN and reports[0].message == "degraded: running on rgb+depth+event (lidar left out)"
+    assert reports[4].level == WARN and reports[4].message.startswith("alive, but left out of frames: no CameraInfo")
+    assert reports[1].level == OK and "CameraInfo rejected: camera_info.k must be finite" in reports[1].message
+    assert reports[1].values["camera_info_rejected"] == "7" and reports[4].values["left_out"].startswith("no Camera")
+    nothing = _health(("depth", "lidar"))
+    for m in nothing.modalities[1], nothing.modalities[3]:
+        m.left_out = "no CameraInfo received yet"
+    assert assess(nothing)[0].level == ERROR and "none usable" in assess(nothing)[0].message

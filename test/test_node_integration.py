@@ -22,6 +22,7 @@ from charm_ros.launcher import Launcher, NodeSpec, resolve_executable
 from conftest import NODES, ROOT
 
 MODALITIES = ("rgb", "depth", "event", "lidar")
+OK_LEVEL = 0
 pytestmark = pytest.mark.slow
 
 
@@ -330,3 +331,41 @@ def test_parameters_change_at_run_time_through_the_parameter_service(frames_npz,
     finally:
         rgb.send_signal(signal.SIGINT)
         rgb.wait(timeout=10)
+
+
+def test_a_sensor_left_out_for_want_of_a_camera_info_is_reported(frames_npz, random_checkpoint, child_env,
+                                                                  rclpy_node):
+    """RGB without CameraInfo still segments; LiDAR cannot be projected without one. Before, /diagnostics
+    said OK 'running on rgb+lidar' while every mask came from RGB alone."""
+    rec = Recorder()
+    subscribe(rclpy_node, rec)
+    statuses: dict[str, tuple[int, str]] = {}
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            statuses[status.name.rsplit(": ", 1)[1]] = (status.level[0], status.message)
+
+    rclpy_node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    node_spec = NodeSpec(
+        command=[resolve_executable("charm_node")], name="charm",
+        params_files=[str(ROOT / "config" / "charm.param.yaml")],
+        parameters={"model.checkpoint": str(random_checkpoint), "depth.enabled": False, "event.enabled": False},
+        remappings=[("~/rgb/image", "/nocal/rgb/image"), ("~/rgb/camera_info", "/nocal/rgb/camera_info"),
+                    ("~/lidar/points", "/nocal/lidar/points")])
+    pubs = [subprocess.Popen([sys.executable, str(NODES / "sensor_publisher.py"), str(frames_npz), m, "--prefix",
+                              "/nocal", "--no-camera-info"], env=child_env, start_new_session=True)
+            for m in ("rgb", "lidar")]
+    try:
+        with Launcher([node_spec], env=child_env):
+            assert rec.wait_masks(5, 0.0, 40), "RGB alone must still be segmented"
+            deadline = time.monotonic() + 10
+            while statuses.get("lidar", (OK_LEVEL, ""))[0] == OK_LEVEL and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert rec.subset_at_end() == "rgb"
+            assert statuses["lidar"][0] == 1 and "left out of frames: no CameraInfo" in statuses["lidar"][1]
+            assert "/nocal/rgb/camera_info" in statuses["lidar"][1]
+            assert statuses["pipeline"] == (1, "degraded: running on rgb (lidar left out)")
+    finally:
+        for proc in pubs:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=10)
