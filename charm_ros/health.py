@@ -83,7 +83,7 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
         level, message = ERROR, f"sensors alive ({'+'.join(alive)}) but none usable: see their status"
     elif missing or unmatched or off_clock or left_out:
         why = ([f"no {', '.join(missing)}"] if missing else []) + [f"{m} unmatched" for m in unmatched] + [
-            f"{m.name} stamps {_offset(m, health.reference, '')}" for m in off_clock] + [
+            f"{m.name} stamps {_offset(m, health, '', lags=False)}" for m in off_clock] + [
             f"{m} left out" for m in left_out]
         level, message = WARN, f"degraded: running on {running} ({'; '.join(why)})"
     else:
@@ -108,7 +108,7 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
             if m.stamps_refused:
                 m_message = ("no usable message" if m.age is None else m_message) + (
                     f": messages arrive, but their header stamps repeat, go back or are "
-                    f"{_offset(m, health.reference, f'lag {_fmt(m.lag, 3)} s behind arrival')}: fix the "
+                    f"{_offset(m, health, f'lag {_fmt(m.lag, 3)} s behind arrival')}: fix the "
                     f"publisher's clock or set {m.name}.time_offset")
             elif m.rejecting:
                 m_message = ("no usable message" if m.age is None else m_message) + (
@@ -119,12 +119,12 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
         elif m.unmatched_s is not None:
             m_level, m_message = WARN, (
                 f"alive, but in no frame for {m.unmatched_s:.1f} s: its stamps are "
-                f"{_offset(m, health.reference, 'not within sync.max_skew of the reference')} (beyond sync.max_skew): "
+                f"{_offset(m, health, 'not within sync.max_skew of the reference')} (beyond sync.max_skew): "
                 f"fix the publisher's clock or set {m.name}.time_offset")
         elif _off_clock(m):
             m_level, m_message = WARN, (
-                f"alive, but its stamps are {_offset(m, health.reference, '')} (arrival minus stamp "
-                f"compared), more than sensor latencies differ: unless its latency really is that different, "
+                f"alive, but its stamps are {_offset(m, health, '')}, more than sensor latencies differ: "
+                f"unless its latency really is that different, "
                 f"frames pair it with another instant: fix the publisher's clock or set {m.name}.time_offset")
         elif (m.rejected and m.last_error) or m.info_error:
             notes = ([f"rejected some: {m.last_error}"] if m.rejected and m.last_error else []) + (
@@ -146,11 +146,16 @@ def _off_clock(m: ModalityHealth) -> bool:
     return m.offset_s is not None and abs(m.offset_s) > OFF_CLOCK_S
 
 
-def _offset(m: ModalityHealth, reference: str | None, unknown: str) -> str:
-    """'2.000 s ahead of rgb's' from the sensor's stamp offset to the reference, else `unknown`."""
+def _offset(m: ModalityHealth, health: PipelineHealth, unknown: str, lags: bool = True) -> str:
+    """'2.000 s ahead of rgb's (arrival minus stamp: depth -1.997 s, rgb 0.003 s)' from the sensor's
+    stamp offset to the reference, else `unknown`. The lags against this computer's clock show which
+    of the two clocks is off when this one is synchronized."""
+    reference = next((r for r in health.modalities if r.name == health.reference), None)
     if m.offset_s is None or reference is None:
         return unknown
-    return f"{abs(m.offset_s):.3f} s {'ahead of' if m.offset_s > 0 else 'behind'} {reference}'s"
+    detail = "" if not lags or None in (m.lag, reference.lag) else \
+        f" (arrival minus stamp: {m.name} {m.lag:.3f} s, {reference.name} {reference.lag:.3f} s)"
+    return f"{abs(m.offset_s):.3f} s {'ahead of' if m.offset_s > 0 else 'behind'} {reference.name}'s{detail}"
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:

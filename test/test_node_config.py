@@ -147,3 +147,14 @@ def test_a_sensor_left_out_of_frames_is_named_and_all_left_out_is_an_error():
     for m in nothing.modalities[1], nothing.modalities[3]:
         m.left_out = "no CameraInfo received yet"
     assert assess(nothing)[0].level == ERROR and "none usable" in assess(nothing)[0].message
+
+
+def test_clock_messages_show_both_lags_so_the_sensor_whose_clock_is_off_can_be_told():
+    """RGB stamping in a device clock (time since boot) is the reference and the others look 'ahead':
+    the lags against this computer's clock show that RGB is the one that is off."""
+    health = _health(("rgb", "depth", "event", "lidar"))
+    health.reference = "rgb"
+    health.modalities[0].lag = 1.7e9
+    health.modalities[1].lag, health.modalities[1].unmatched_s, health.modalities[1].offset_s = 0.004, 3.0, 1.7e9
+    message = assess(health)[2].message
+    assert "ahead of rgb's (arrival minus stamp: depth 0.004 s, rgb 1700000000.000 s)" in message
