@@ -34,7 +34,7 @@ from charm_core.metrics import ConfusionMatrix
 from charm_core.modalities import all_subsets, subset_name
 from charm_ros import conversions
 from charm_ros.dropouts import Dropout, dropped_at, parse_dropouts
-from charm_ros.health import OFF_CLOCK_S
+from charm_ros.health import OFF_CLOCK_S, offset_text
 from charm_ros.node_config import NodeConfig, load_param_file, resolve_palette, validate
 from charm_ros.paths import share_path
 from charm_ros.pipeline import FrameSkipped, Pipeline, Result
@@ -80,7 +80,7 @@ class BagReport:
         for m, (received, used) in self.used.items():
             offset = self.offsets.get(m)
             where = "stamps matched no reference stamp" if offset is None else \
-                f"its stamps are {abs(offset):.3f} s {'ahead of' if offset > 0 else 'behind'} {self.reference}'s"
+                f"its stamps are {offset_text(offset, self.reference)}"
             if received and not used:
                 out.append(f"{m}: {received} messages, in no frame: {where} (another clock? set {m}.time_offset)")
             elif offset is not None and abs(offset) > OFF_CLOCK_S:

@@ -155,7 +155,12 @@ def _offset(m: ModalityHealth, health: PipelineHealth, unknown: str, lags: bool 
         return unknown
     detail = "" if not lags or None in (m.lag, reference.lag) else \
         f" (arrival minus stamp: {m.name} {m.lag:.3f} s, {reference.name} {reference.lag:.3f} s)"
-    return f"{abs(m.offset_s):.3f} s {'ahead of' if m.offset_s > 0 else 'behind'} {reference.name}'s{detail}"
+    return offset_text(m.offset_s, reference.name) + detail
+
+
+def offset_text(offset_s: float, reference: str) -> str:
+    """'2.000 s ahead of rgb's': one wording for the node's diagnostics and the bag evaluator's report."""
+    return f"{abs(offset_s):.3f} s {'ahead of' if offset_s > 0 else 'behind'} {reference}'s"
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:

@@ -291,13 +291,10 @@ class Synchronizer:
         return stream
 
     def _outranked(self, modality: str, now: float) -> bool:
-        """Whether an alive modality comes before this one in the reference priority."""
-        for name, stream in self._streams.items():
-            if name == modality:
-                return False
-            if self._is_alive(stream, now):
-                return True
-        return False
+        """Whether the reference comes before this modality in the priority."""
+        names = list(self._streams)
+        reference = self.reference(now)
+        return reference is not None and names.index(reference) < names.index(modality)
 
     def _is_alive(self, stream: _Stream, now: float) -> bool:
         return self._is_recent(stream.last_arrival, stream, now)

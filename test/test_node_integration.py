@@ -129,6 +129,39 @@ def subscribe(node, rec: Recorder) -> None:
                                         durability=DurabilityPolicy.TRANSIENT_LOCAL))
 
 
+def node_on(checkpoint, prefix: str, sensors: tuple[str, ...]) -> NodeSpec:
+    """The charm node with only `sensors` enabled, reading them (and their CameraInfo) under `prefix`."""
+    inputs = [f"{m}/points" if m == "lidar" else f"{m}/image" for m in sensors] + [
+        f"{m}/camera_info" for m in sensors if m in ("rgb", "depth")]
+    return NodeSpec(command=[resolve_executable("charm_node")], name="charm",
+                    params_files=[str(ROOT / "config" / "charm.param.yaml")],
+                    parameters={"model.checkpoint": str(checkpoint),
+                                **{f"{m}.enabled": False for m in MODALITIES if m not in sensors}},
+                    remappings=[(f"~/{topic}", f"{prefix}/{topic}") for topic in inputs])
+
+
+def publish(frames_npz, modality: str, prefix: str, env: dict[str, str], *flags: str) -> subprocess.Popen:
+    """A sensor_publisher process for one modality under `prefix`."""
+    return subprocess.Popen([sys.executable, str(NODES / "sensor_publisher.py"), str(frames_npz), modality,
+                             "--prefix", prefix, *flags], env=env, start_new_session=True)
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+
+
+def wait_until(check, timeout: float) -> bool:
+    """Whether `check()` came true within `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def max_gap(masks) -> float:
     arrivals = [m[0] for m in masks]
     return max(np.diff(arrivals)) if len(arrivals) > 1 else float("inf")
@@ -252,21 +285,13 @@ def test_a_camera_info_latched_before_the_node_started_is_taken(frames_npz, rand
     info_pub.publish(k_to_camera_info(data["K"], data["depth"].shape[1:3]))
     rec = Recorder()
     subscribe(rclpy_node, rec)
-    node_spec = NodeSpec(
-        command=[resolve_executable("charm_node")], name="charm",
-        params_files=[str(ROOT / "config" / "charm.param.yaml")],
-        parameters={"model.checkpoint": str(random_checkpoint), "rgb.enabled": False, "event.enabled": False,
-                    "lidar.enabled": False},
-        remappings=[("~/depth/image", "/latched/depth/image"), ("~/depth/camera_info", "/latched/depth/camera_info")])
-    depth = subprocess.Popen([sys.executable, str(NODES / "sensor_publisher.py"), str(frames_npz), "depth",
-                              "--prefix", "/latched", "--no-camera-info"], env=child_env, start_new_session=True)
+    depth = publish(frames_npz, "depth", "/latched", child_env, "--no-camera-info")
     try:
-        with Launcher([node_spec], env=child_env):
+        with Launcher([node_on(random_checkpoint, "/latched", ("depth",))], env=child_env):
             assert rec.wait_subset("depth", 0.0, 40), "depth never segmented: the latched CameraInfo was missed"
             assert rec.wait_masks(5, time.monotonic(), 20)
     finally:
-        depth.send_signal(signal.SIGINT)
-        depth.wait(timeout=10)
+        stop([depth])
 
 
 def test_parameters_change_at_run_time_through_the_parameter_service(frames_npz, random_checkpoint, child_env,
@@ -294,31 +319,16 @@ def test_parameters_change_at_run_time_through_the_parameter_service(frames_npz,
         result = future.result().results[0]
         return result.successful, result.reason
 
-    def wait_for(check, timeout=20.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if check():
-                return True
-            time.sleep(0.05)
-        return False
-
-    node_spec = NodeSpec(
-        command=[resolve_executable("charm_node")], name="charm",
-        params_files=[str(ROOT / "config" / "charm.param.yaml")],
-        parameters={"model.checkpoint": str(random_checkpoint), "depth.enabled": False, "event.enabled": False,
-                    "lidar.enabled": False},
-        remappings=[("~/rgb/image", "/pal/rgb/image"), ("~/rgb/camera_info", "/pal/rgb/camera_info")])
-    rgb = subprocess.Popen([sys.executable, str(NODES / "sensor_publisher.py"), str(frames_npz), "rgb",
-                            "--prefix", "/pal"], env=child_env, start_new_session=True)
+    rgb = publish(frames_npz, "rgb", "/pal", child_env)
     try:
-        with Launcher([node_spec], env=child_env):
-            assert wait_for(lambda: "labels" in latest and "colour" in latest, 40), "no ~/labels or ~/color_mask"
+        with Launcher([node_on(random_checkpoint, "/pal", ("rgb",))], env=child_env):
+            assert wait_until(lambda: "labels" in latest and "colour" in latest, 40), "no ~/labels or ~/color_mask"
             classes = len(latest["labels"]["classes"])
             assert client.wait_for_service(timeout_sec=10)
             assert set_param("outputs.palette", " ".join(["#ff0000"] * classes)) == (True, "")
-            assert wait_for(lambda: latest["labels"]["palette"] == [[255, 0, 0]] * classes)
+            assert wait_until(lambda: latest["labels"]["palette"] == [[255, 0, 0]] * classes, 20)
             latest.pop("colour")
-            assert wait_for(lambda: "colour" in latest)
+            assert wait_until(lambda: "colour" in latest, 20)
             colours = np.frombuffer(bytes(latest["colour"].data), np.uint8).reshape(-1, 3)
             assert (colours == [255, 0, 0]).all(), "~/color_mask drawn with the new palette"
             ok, reason = set_param("outputs.palette", "#ff0000 red")
@@ -329,8 +339,7 @@ def test_parameters_change_at_run_time_through_the_parameter_service(frames_npz,
             assert not ok and "read-only" in reason
             assert latest["labels"]["palette"] == [[255, 0, 0]] * classes, "a refused change changes nothing"
     finally:
-        rgb.send_signal(signal.SIGINT)
-        rgb.wait(timeout=10)
+        stop([rgb])
 
 
 def test_a_sensor_left_out_for_want_of_a_camera_info_is_reported(frames_npz, random_checkpoint, child_env,
@@ -346,26 +355,14 @@ def test_a_sensor_left_out_for_want_of_a_camera_info_is_reported(frames_npz, ran
             statuses[status.name.rsplit(": ", 1)[1]] = (status.level[0], status.message)
 
     rclpy_node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-    node_spec = NodeSpec(
-        command=[resolve_executable("charm_node")], name="charm",
-        params_files=[str(ROOT / "config" / "charm.param.yaml")],
-        parameters={"model.checkpoint": str(random_checkpoint), "depth.enabled": False, "event.enabled": False},
-        remappings=[("~/rgb/image", "/nocal/rgb/image"), ("~/rgb/camera_info", "/nocal/rgb/camera_info"),
-                    ("~/lidar/points", "/nocal/lidar/points")])
-    pubs = [subprocess.Popen([sys.executable, str(NODES / "sensor_publisher.py"), str(frames_npz), m, "--prefix",
-                              "/nocal", "--no-camera-info"], env=child_env, start_new_session=True)
-            for m in ("rgb", "lidar")]
+    pubs = [publish(frames_npz, m, "/nocal", child_env, "--no-camera-info") for m in ("rgb", "lidar")]
     try:
-        with Launcher([node_spec], env=child_env):
+        with Launcher([node_on(random_checkpoint, "/nocal", ("rgb", "lidar"))], env=child_env):
             assert rec.wait_masks(5, 0.0, 40), "RGB alone must still be segmented"
-            deadline = time.monotonic() + 10
-            while statuses.get("lidar", (OK_LEVEL, ""))[0] == OK_LEVEL and time.monotonic() < deadline:
-                time.sleep(0.1)
+            wait_until(lambda: statuses.get("lidar", (OK_LEVEL, ""))[0] != OK_LEVEL, 10)
             assert rec.subset_at_end() == "rgb"
             assert statuses["lidar"][0] == 1 and "left out of frames: no CameraInfo" in statuses["lidar"][1]
             assert "/nocal/rgb/camera_info" in statuses["lidar"][1]
             assert statuses["pipeline"] == (1, "degraded: running on rgb (lidar left out)")
     finally:
-        for proc in pubs:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=10)
+        stop(pubs)
