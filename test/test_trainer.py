@@ -4,9 +4,10 @@ import json
 import pytest
 import torch
 
+from charm_core.data.deliver import DeliverDataset
 from charm_core.train.cli import eval_main
 from charm_core.train.config import load_config
-from charm_core.train.trainer import Trainer, collate
+from charm_core.train.trainer import EvalBatches, Trainer, collate
 from conftest import ROOT
 
 TINY = ["model.backbone=tiny", "size=[64, 64]", "batch_size=4", "workers=0", "threads=1", "val_max_samples=4"]
@@ -91,6 +92,18 @@ def test_charm_eval_reports_all_subsets(small_dataset, tmp_path, capsys):
     details = json.loads((tmp_path / "details.json").read_text())
     assert set(details["subsets"]["rgb"]["per_class"]) >= {"Road", "Sky"}
     assert (tmp_path / "eval.png").stat().st_size > 1000
+
+
+def test_eval_batches_are_sized_and_cover_every_index_once(small_dataset):
+    data = DeliverDataset(small_dataset, "val", ("rgb", "depth"), (64, 64))
+    batches = EvalBatches(data, [0, 2, 3, 5, 7], batch_size=2)
+    assert len(batches) == 3  # the progress bar's total: 2 + 2 + 1
+    sizes = [labels.shape[0] for _, labels, _ in batches]
+    assert sizes == [2, 2, 1]
+    _, labels, conditions = next(iter(batches))
+    assert torch.equal(labels[1], collate([data[2]])[1][0]) and conditions[1] == data.samples[2].condition
+    with pytest.raises(ValueError, match="batch_size"):
+        EvalBatches(data, [0], batch_size=0)
 
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "training").glob("*.yaml")), ids=lambda p: p.name)

@@ -12,7 +12,7 @@ from charm_core.evaluation import PROTOCOLS, evaluate_subsets
 from charm_core.inference import resolve_device
 from charm_core.modalities import all_subsets
 from charm_core.train.config import load_config
-from charm_core.train.trainer import Trainer, eval_batches
+from charm_core.train.trainer import EvalBatches, Trainer
 
 
 def train_main(argv: list[str] | None = None) -> int:
@@ -77,7 +77,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     indices = list(range(len(data)))
     if args.max_samples:
         indices = indices[:: max(1, len(indices) // args.max_samples)][: args.max_samples]
-    report = evaluate_subsets(model, eval_batches(data, indices, args.batch_size), info.class_names,
+    report = evaluate_subsets(model, EvalBatches(data, indices, args.batch_size), info.class_names,
                               all_subsets(info.modalities), args.protocol, device)
     print(f"{args.checkpoint} on {args.data} [{args.split}, {len(indices)} samples, protocol {args.protocol}, "
           f"{size[0]}x{size[1]}]\n")

@@ -233,7 +233,7 @@ class Trainer:
         val = self.val_set
         indices = range(len(val)) if cfg.val_max_samples is None else \
             range(0, len(val), max(1, len(val) // cfg.val_max_samples))
-        report = evaluate_subsets(self.model, eval_batches(val, list(indices), cfg.batch_size), DELIVER_CLASSES,
+        report = evaluate_subsets(self.model, EvalBatches(val, list(indices), cfg.batch_size), DELIVER_CLASSES,
                                   all_subsets(cfg.modalities), "drop", self.device, self.amp_dtype, progress=False)
         summary = report.summary()
         return {"val_mean": summary["mean"][0], "val_top1": summary["top1"][0], "val_last1": summary["last1"][0],
@@ -316,12 +316,22 @@ class Trainer:
                 "ine_modality_probs": {m: round(p, 3) for m, p in zip(self.cfg.modalities, probs)}}
 
 
-def eval_batches(dataset: DeliverDataset, indices: list[int], batch_size: int
-                 ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor, list[str]]]:
-    """(inputs, labels, conditions) batches of `indices`, the form evaluate_subsets takes."""
-    for i in range(0, len(indices), batch_size):
-        chunk = indices[i:i + batch_size]
-        yield (*collate([dataset[j] for j in chunk]), [dataset.samples[j].condition for j in chunk])
+class EvalBatches:
+    """(inputs, labels, conditions) batches of `indices`, the form evaluate_subsets takes; sized, so that
+    its progress bar shows a total and an ETA."""
+
+    def __init__(self, dataset: DeliverDataset, indices: list[int], batch_size: int) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.dataset, self.indices, self.batch_size = dataset, list(indices), batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor, list[str]]]:
+        for i in range(0, len(self.indices), self.batch_size):
+            chunk = self.indices[i:i + self.batch_size]
+            yield (*collate([self.dataset[j] for j in chunk]), [self.dataset.samples[j].condition for j in chunk])
 
 
 def _truncate_log(path: Path, step: int) -> float:
