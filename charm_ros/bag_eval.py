@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import yaml
-from rosbags.highlevel import AnyReader
+from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
@@ -136,6 +136,14 @@ def _fmt(value: float | None) -> str:
 def stamp_ns(msg: Any) -> int:
     """Header stamp of a message (or SensorSample) in integer nanoseconds."""
     return conversions.stamp_to_ns(msg.header.stamp)
+
+
+def count_messages(bag: Path, topics: set[str]) -> int | None:
+    """Messages of `topics` in the bag, from its metadata (None where the storage does not record counts):
+    the progress bar's total, since the frames a bag will give are only known once it is replayed."""
+    with AnyReader([bag], default_typestore=get_typestore(Stores.LATEST)) as reader:
+        total = sum(c.msgcount for c in reader.connections if c.topic in topics)
+    return total or None
 
 
 def read_in_stamp_order(bag: Path, topics: set[str], window_s: float = 1.0, counts: Counter | None = None,
@@ -364,16 +372,22 @@ def main(argv: list[str] | None = None) -> int:
             raise FileExistsError(f"{args.write_predictions} exists")
         evaluator = BagEvaluator(predictor, config, topics, drop)
         palette = resolve_palette(config.palette, predictor.palette)
+        total = count_messages(args.bag, set(evaluator.topics.values()))
+    except AnyReaderError as exc:
+        parser.error(f"cannot read the bag {args.bag}: {exc}")
     except (OSError, ValueError, KeyError) as exc:
         parser.error(str(exc))
     messages: Counter = Counter()
     undecodable: Counter = Counter()
     start = time.perf_counter()
     stream = read_in_stamp_order(args.bag, set(evaluator.topics.values()), args.reorder_window, messages, undecodable)
-    with tqdm(desc="charm-bag-eval", unit="frame") as bar:
+    frames = 0
+    with tqdm(total=total, desc="charm-bag-eval", unit="msg") as bar:
         for topic, msg, at, received in stream:
-            bar.update(len(evaluator.feed(topic, msg, at, received)))
-        bar.update(len(evaluator.finish()))
+            frames += len(evaluator.feed(topic, msg, at, received))
+            bar.set_postfix(frames=frames, refresh=False)
+            bar.update(sum(messages.values()) - bar.n)  # read so far, undecodable ones included
+        bar.set_postfix(frames=frames + len(evaluator.finish()))
     report = evaluator.report(time.perf_counter() - start, messages)
     report.rejected.update({f"undecodable {t}": n for t, n in undecodable.items()})
     print(f"\n{args.bag}: {report.overall.frames} frames in {report.wall_s:.1f} s "

@@ -18,7 +18,9 @@ from rosbags.typesys import Stores, get_typestore
 
 from charm_core.encoders import Letterbox
 from charm_core.inference import Predictor
-from charm_ros.bag_eval import DEFAULT_TOPICS, BagEvaluator, main as bag_eval_main, read_in_stamp_order, stamp_ns
+from charm_ros.bag_eval import (DEFAULT_TOPICS, BagEvaluator, count_messages, main as bag_eval_main,
+                               read_in_stamp_order, stamp_ns)
+from charm_ros.bag_play import main as bag_play_main
 from charm_ros.bag_record import record
 from charm_ros.dropouts import parse_dropouts
 from charm_ros.node_config import load_param_file, validate
@@ -235,6 +237,31 @@ def test_sensors_left_out_for_want_of_a_camera_info_are_named(rig_bag, tmp_path,
     assert report["sensors"]["rgb"]["left_out_of_frames"] == 0
     err = capsys.readouterr().err
     assert "depth: left out of 30 frames: no CameraInfo received yet" in err and "lidar: left out of 30" in err
+
+
+def test_progress_total_counts_the_evaluated_topics_messages(rig_bag):
+    wanted = {DEFAULT_TOPICS["rgb"], DEFAULT_TOPICS["lidar"], "/not/in/the/bag"}
+    with AnyReader([rig_bag]) as reader:
+        expected = sum(1 for c, _, _ in reader.messages() if c.topic in wanted)
+    assert expected == 60 and count_messages(rig_bag, wanted) == expected
+    assert count_messages(rig_bag, {"/not/in/the/bag"}) is None
+
+
+def test_unreadable_bags_and_absent_topics_are_clear_errors(rig_bag, tmp_path, random_checkpoint, capsys):
+    """Neither tool ends in a traceback; bag play checks before it starts ROS (so no graph is needed here)."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "metadata.yaml").write_text("not: [a, bag")
+    for main, extra in ((bag_eval_main, ["--checkpoint", str(random_checkpoint)]), (bag_play_main, [])):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(broken), *extra])
+        assert exit_info.value.code == 2
+        assert f"cannot read the bag {broken}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        bag_play_main([str(rig_bag), "--topics", "/sim_rig/rgb/image", "/camera/color/image_raw"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "topics not in the bag: /camera/color/image_raw" in err and "/sim_rig/depth/image" in err
 
 
 def test_bag_without_ground_truth_gives_subset_and_latency_only(rig_bag, tmp_path, random_checkpoint):
