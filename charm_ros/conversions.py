@@ -311,13 +311,14 @@ def _field_views(msg: Any, names: tuple[str, ...], optional: str | None) -> dict
     return views
 
 
-def pointcloud2_to_xyzi(msg: Any, intensity_field: str = "intensity") -> np.ndarray:
+def pointcloud2_to_xyzi(msg: Any, intensity_field: str | None = "intensity") -> np.ndarray:
     """sensor_msgs/PointCloud2 of any layout -> Nx4 float32 (x, y, z, intensity), organized clouds flattened.
 
     Reads fields by name at their offsets (padding, float64, integer types, either byte order,
     row padding); a field with count > 1 contributes its first element. Intensity is 0 where the
-    field is absent or not finite; points with a non-finite coordinate (no return) are dropped, so
-    a cloud without any return yields a 0x4 array. A cloud with no points at all is an error.
+    field is absent (or `intensity_field` is None) or not finite; points with a non-finite coordinate
+    (no return) are dropped, so a cloud without any return yields a 0x4 array. A cloud with no points
+    at all is an error.
     """
     views = _field_views(msg, ("x", "y", "z"), intensity_field)
     height, width = views["x"].shape

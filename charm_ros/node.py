@@ -356,6 +356,8 @@ class CharmNode(Node):
             self.config = new
             self.sync.config = new.sync
             self.pipeline.config.min_confidence = new.min_confidence
+            self.pipeline.config.lidar_intensity_field = new.lidar_intensity_field
+            self.pipeline.config.lidar_intensity_scale = new.lidar_intensity_scale
         if not np.array_equal(palette, self.palette):
             self.palette = palette
             self._publish_labels()  # latched: late subscribers get the colours in use

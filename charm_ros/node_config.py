@@ -60,6 +60,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     *[p for m in MODALITIES for p in _modality_params(m)],
     ParamSpec("rgb.camera_info_topic", "~/rgb/camera_info", "CameraInfo of the RGB camera (defines the mask frame)"),
     ParamSpec("depth.camera_info_topic", "~/depth/camera_info", "CameraInfo of the depth camera"),
+    ParamSpec("lidar.intensity_field", "auto",
+              "PointCloud2 field read as the return intensity: auto = 'intensity' where the cloud has it; a name "
+              "(e.g. reflectivity) must be in every cloud, else it is rejected; empty = none", dynamic=True),
+    ParamSpec("lidar.intensity_scale", 0.0,
+              "raw intensity that maps to full scale (e.g. 255, or an Ouster's ~3000); 0 = auto: values in 0..1 "
+              "kept, a cloud with larger ones taken as 0..255", dynamic=True, minimum=0.0),
     ParamSpec("sync.reference_priority", list(MODALITIES),
               "reference modality priority among the alive ones (first = preferred)"),
     ParamSpec("sync.max_skew", 0.05, "max |stamp difference| (s) for messages to belong to one frame",
@@ -98,6 +104,8 @@ class NodeConfig:
     enabled: tuple[str, ...]
     topics: dict[str, str]
     camera_info_topics: dict[str, str]
+    lidar_intensity_field: str
+    lidar_intensity_scale: float
     sync: SyncConfig
     checkpoint: str
     device: str
@@ -157,6 +165,8 @@ def validate(values: dict[str, Any]) -> NodeConfig:
         enabled=enabled,
         topics={m: v[f"{m}.topic"] for m in MODALITIES},
         camera_info_topics={m: v[f"{m}.camera_info_topic"] for m in ("rgb", "depth")},
+        lidar_intensity_field=v["lidar.intensity_field"].strip(),
+        lidar_intensity_scale=float(v["lidar.intensity_scale"]),
         sync=sync,
         checkpoint=resolve_checkpoint(v["model.checkpoint"]),
         device=v["model.device"], precision=v["model.precision"],

@@ -44,6 +44,8 @@ class PipelineConfig:
     input_size: tuple[int, int] = (256, 256)
     geometry: SensorGeometry = field(default_factory=SensorGeometry)
     min_confidence: float = 0.0  # pixels below it become 255 (no data) on ~/mask
+    lidar_intensity_field: str = "auto"  # see the lidar.intensity_field parameter
+    lidar_intensity_scale: float = 0.0   # see the lidar.intensity_scale parameter
 
 
 @dataclass
@@ -85,7 +87,9 @@ class Pipeline:
                              "with them")
         size = config.input_size or tuple(predictor.info.provenance.get("input_size", DEFAULT_INPUT_SIZE))
         return cls(predictor, PipelineConfig(input_size=tuple(size), geometry=config.geometry,
-                                             min_confidence=config.min_confidence))
+                                             min_confidence=config.min_confidence,
+                                             lidar_intensity_field=config.lidar_intensity_field,
+                                             lidar_intensity_scale=config.lidar_intensity_scale))
 
     def set_camera(self, modality: str, K: np.ndarray, hw: tuple[int, int]) -> None:
         """Latest CameraInfo of the rgb or depth camera."""
@@ -105,7 +109,7 @@ class Pipeline:
         messages: undecodable ones, empty clouds, depth without a valid pixel, images whose size
         contradicts their CameraInfo."""
         if modality == "lidar":
-            array = conversions.pointcloud2_to_xyzi(msg)
+            array = self._lidar_points(msg)
             if len(array) == 0:
                 raise conversions.ConversionError("point cloud has no finite points")
         elif modality == "depth":
@@ -122,6 +126,20 @@ class Pipeline:
                                               f"CameraInfo says {camera.hw[1]}x{camera.hw[0]}")
         return SensorSample(array=array, stamp=conversions.stamp_to_sec(msg.header.stamp),
                             frame_id=msg.header.frame_id, header=msg.header)
+
+    def _lidar_points(self, msg: Any) -> np.ndarray:
+        """Nx4 points with the configured intensity field, scaled to 0..1 if a scale is configured."""
+        field = self.config.lidar_intensity_field
+        if field not in ("auto", ""):
+            names = [str(f.name) for f in msg.fields]
+            if field not in names:
+                raise conversions.ConversionError(
+                    f"point cloud has no field {field!r} (lidar.intensity_field); it has {names}: set "
+                    "lidar.intensity_field to one of them, 'auto', or '' for no intensity")
+        points = conversions.pointcloud2_to_xyzi(msg, intensity_field={"auto": "intensity", "": None}.get(field, field))
+        if self.config.lidar_intensity_scale > 0:
+            np.clip(points[:, 3] / self.config.lidar_intensity_scale, 0.0, 1.0, out=points[:, 3])
+        return points
 
     def reference_camera(self, frame: Frame) -> CameraModel | None:
         """The camera that defines the network image: the RGB camera, else the depth camera, else None.

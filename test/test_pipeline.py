@@ -124,3 +124,31 @@ def test_a_sensor_the_checkpoint_was_not_trained_with_is_refused_at_start(tmp_pa
         Pipeline.for_node(predictor, validate(params))
     params.update({"event.enabled": False, "lidar.enabled": False})
     assert Pipeline.for_node(predictor, validate(params)).config.input_size == (64, 64)
+
+
+def test_lidar_intensity_field_and_scale_parameters(predictor):
+    """auto reads 'intensity' where present; a named field (an Ouster's uint16 reflectivity) must be in the
+    cloud, else the cloud is rejected naming the fields it has; a scale maps raw values onto 0..1."""
+    from charm_ros.conversions import ConversionError
+    from test_conversions import F32, U16, cloud_msg
+
+    points = [{"x": 5.0, "y": 1.0, "z": 0.5, "intensity": 0.25, "reflectivity": 600},
+              {"x": 9.0, "y": -2.0, "z": 1.0, "intensity": 0.75, "reflectivity": 4500}]
+    fields = [("x", 0, F32, 1), ("y", 4, F32, 1), ("z", 8, F32, 1), ("intensity", 12, F32, 1),
+              ("reflectivity", 16, U16, 1)]
+    cloud = cloud_msg(points, fields, point_step=20)
+    xyz_only = cloud_msg(points, fields[:3], point_step=12)
+
+    def intensities(msg, field, scale=0.0):
+        pipeline = Pipeline(predictor, PipelineConfig(lidar_intensity_field=field, lidar_intensity_scale=scale))
+        return pipeline.accept("lidar", msg).array[:, 3].tolist()
+
+    assert intensities(cloud, "auto") == [0.25, 0.75]
+    assert intensities(xyz_only, "auto") == [0.0, 0.0]
+    assert intensities(cloud, "reflectivity") == [600.0, 4500.0]   # the encoder's auto rule takes it from here
+    assert intensities(cloud, "reflectivity", scale=3000.0) == pytest.approx([0.2, 1.0])
+    assert intensities(cloud, "intensity", scale=0.5) == [0.5, 1.0]
+    assert intensities(cloud, "") == [0.0, 0.0]
+    with pytest.raises(ConversionError, match=r"no field 'reflectivity' \(lidar.intensity_field\); "
+                                              r"it has \['x', 'y', 'z'\]"):
+        intensities(xyz_only, "reflectivity")
