@@ -16,7 +16,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -26,6 +25,7 @@ from charm_core.classes import DELIVER_CLASSES, colorize
 from charm_core.metrics import ConfusionMatrix
 from charm_ros import conversions
 from charm_ros.dropouts import Phase, parse_dropouts, phases
+from charm_ros.parameters import ParamSpec, declare
 from charm_ros.run_node import run_node
 from charm_core.visualize import contact_sheet
 
@@ -41,13 +41,20 @@ class PhaseStats:
     sample: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # rgb, truth, prediction
 
 
+REPORT_PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("duration", 40.0, "seconds of rig time to watch"),
+    ParamSpec("dropouts", "", "the rig's dropout schedule"),
+    ParamSpec("output_dir", "out/demo", "where the summary JSON and contact sheet go"),
+)
+
+
 class DemoReport(Node):
     def __init__(self) -> None:
         super().__init__("demo_report")
-        p = self._param
-        self.duration = p("duration", 40.0, "seconds of rig time to watch")
-        self.phases = phases(parse_dropouts(p("dropouts", "", "the rig's dropout schedule")), self.duration)
-        self.out_dir = Path(p("output_dir", "out/demo", "where the summary JSON and contact sheet go"))
+        p = declare(self, REPORT_PARAMETERS)
+        self.duration = p["duration"]
+        self.phases = phases(parse_dropouts(p["dropouts"]), self.duration)
+        self.out_dir = Path(p["output_dir"])
         self.stats = [PhaseStats(ph) for ph in self.phases]
         self.truth: dict[int, np.ndarray] = {}
         self.rgb: dict[int, np.ndarray] = {}
@@ -64,10 +71,6 @@ class DemoReport(Node):
         self.create_subscription(String, "~/subset", lambda msg: setattr(self, "subset", msg.data), reliable)
         self.create_subscription(String, "~/rig_status", self._on_status, 10)
         self.create_timer(0.2, self._check_done)
-
-    def _param(self, name: str, default, description: str):
-        self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
-        return self.get_parameter(name).value
 
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -157,7 +160,7 @@ class DemoReport(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(DemoReport, "demo_report", args)
+    return run_node(DemoReport, "demo_report", args, parameters=REPORT_PARAMETERS, summary=__doc__)
 
 
 if __name__ == "__main__":

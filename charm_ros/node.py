@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -34,6 +34,7 @@ from charm_ros import compressed, conversions
 from charm_ros.health import OK, PipelineHealth, ModalityHealth, assess
 from charm_ros.node_config import (PARAMETERS, SPECS, ConfigError, NodeConfig, check_value, resolve_palette,
                                    validate)
+from charm_ros.parameters import declare
 from charm_ros.pipeline import FrameSkipped, Pipeline, Result
 from charm_ros.run_node import run_node
 from charm_ros.sync import Synchronizer
@@ -59,10 +60,7 @@ class Counters:
 class CharmNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("charm", **kwargs)
-        for spec in PARAMETERS:
-            self.declare_parameter(spec.name, spec.default, ParameterDescriptor(
-                description=spec.description, read_only=not spec.dynamic))
-        self.config: NodeConfig = validate({p.name: self.get_parameter(p.name).value for p in PARAMETERS})
+        self.config: NodeConfig = validate(declare(self, PARAMETERS))
         predictor = Predictor.from_checkpoint(self.config.checkpoint, device=self.config.device,
                                               precision=self.config.precision)
         self.pipeline = Pipeline.for_node(predictor, self.config)
@@ -373,7 +371,7 @@ class CharmNode(Node):
 def main(args: list[str] | None = None) -> int:
     # One executor thread: callbacks are short. rclpy's MultiThreadedExecutor with a busy mutually
     # exclusive group was seen spinning on the GIL and starving every subscription for seconds.
-    return run_node(CharmNode, "charm", args)
+    return run_node(CharmNode, "charm", args, parameters=PARAMETERS, summary=__doc__)
 
 
 if __name__ == "__main__":

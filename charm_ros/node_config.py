@@ -18,6 +18,7 @@ import yaml
 from charm_core.encoders import SensorGeometry
 from charm_core.inference import PRECISIONS
 from charm_core.modalities import MODALITIES
+from charm_ros.parameters import ParamSpec
 from charm_ros.paths import share_path
 from charm_ros.sync import ModalityConfig, SyncConfig
 
@@ -31,17 +32,6 @@ LIDAR_TO_OPTICAL = [0.0, -1.0, 0.0, 0.0,
                     0.0, 0.0, -1.0, 0.0,
                     1.0, 0.0, 0.0, 0.0,
                     0.0, 0.0, 0.0, 1.0]
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    name: str
-    default: Any
-    description: str
-    dynamic: bool = False          # may change while running
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
-    maximum: float | None = None
 
 
 def _modality_params(m: str) -> list[ParamSpec]:

@@ -1,6 +1,8 @@
 """The one main() of every node in this package: init, build, spin, and always clean up.
 
-A node that cannot start (bad parameters, missing checkpoint) logs one fatal line and exits 2; Ctrl-C,
+`<executable> --help` prints the node's parameters and exits; any other argument outside `--ros-args`
+is an error (exit 2), not silently ignored. A node that cannot start (bad parameters, missing
+checkpoint) logs one fatal line and exits 2; Ctrl-C,
 SIGTERM, an external shutdown or a callback raising SystemExit (a node that decided it is done) exit
 cleanly. A received message that rclpy itself cannot turn into a Python object is dropped and reported
 to the node (`on_undecodable(topic, error)` if it has one), never the end of the node.
@@ -13,13 +15,18 @@ Python, so the executor waits in short slices (WAKE_S) rather than indefinitely.
 from __future__ import annotations
 
 import faulthandler
+import os
 import signal
-from typing import Any, Callable
+import sys
+from typing import Any, Callable, Iterable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+from rclpy.utilities import remove_ros_args
+
+from charm_ros.parameters import ParamSpec, help_text
 
 WAKE_S = 0.2  # longest wait before a pending signal is acted on
 CLEANUP_TIMEOUT_S = 4.0  # a clean stop takes well under 1 s; launchers escalate to SIGTERM after 5 s
@@ -36,8 +43,27 @@ def init_with_python_signals(args: list[str] | None = None) -> None:
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
 
 
+def command_line_exit(argv: list[str], name: str, parameters: Iterable[ParamSpec], summary: str) -> int | None:
+    """The exit code for a command line that asks for help (0) or has arguments outside --ros-args (2);
+    None for a command line to run."""
+    program = os.path.basename(argv[0]) if argv else name
+    extra = remove_ros_args(args=argv)[1:]
+    if any(a in ("-h", "--help") for a in extra):
+        print(help_text(program, name, summary, parameters))
+        return 0
+    if extra:
+        print(f"{program}: unrecognized arguments: {' '.join(extra)} (node options go after --ros-args, e.g. "
+              f"{program} --ros-args -p name:=value; see {program} --help)", file=sys.stderr)
+        return 2
+    return None
+
+
 def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = None,
-             startup_errors: tuple[type[BaseException], ...] = (ValueError, OSError)) -> int:
+             startup_errors: tuple[type[BaseException], ...] = (ValueError, OSError),
+             parameters: Iterable[ParamSpec] = (), summary: str = "") -> int:
+    code = command_line_exit(sys.argv if args is None else args, name, parameters, summary)
+    if code is not None:
+        return code
     init_with_python_signals(args)
     try:
         node = factory()

@@ -15,7 +15,6 @@ from typing import Iterable
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from builtin_interfaces.msg import Time
@@ -26,6 +25,7 @@ from charm_core.data.synthetic import CASES, CONDITIONS, SensorFrame, World
 from charm_core.modalities import MODALITIES
 from charm_ros import conversions
 from charm_ros.dropouts import dropped_at, parse_dropouts
+from charm_ros.parameters import ParamSpec, declare
 from charm_ros.run_node import run_node
 
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
@@ -76,25 +76,35 @@ def frame_messages(frame: SensorFrame, stamp: Time, modalities: Iterable[str], e
     return out
 
 
+RIG_PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("seed", 7, "world seed"),
+    ParamSpec("size", [256, 256], "image [height, width]"),
+    ParamSpec("fps", 10.0, "frames per second (render rate)"),
+    ParamSpec("condition", "sun", "weather / light", choices=CONDITIONS),
+    ParamSpec("case", "", f"sensor failure: '' or one of {', '.join(CASES)}"),
+    ParamSpec("dropouts", "", "e.g. 'depth:5-10,rgb:12-20' (seconds since start)"),
+    *[ParamSpec(f"{m}.rate", 0.0, f"{m} publish rate (Hz, <= fps); 0 = fps") for m in MODALITIES],
+    ParamSpec("depth_encoding", "32FC1", "32FC1 (m) or 16UC1 (mm)", choices=DEPTH_ENCODINGS),
+    ParamSpec("rgb_encoding", "rgb8", "rgb8 or bgr8", choices=RGB_ENCODINGS),
+    ParamSpec("frame_id", "camera_optical_frame", "frame of the camera images"),
+    ParamSpec("lidar_frame_id", "lidar", "frame of the point cloud"),
+    ParamSpec("duration", 0.0, "stop after this many seconds (0 = run until shut down)"),
+    ParamSpec("start_delay", 0.0, "seconds to wait before the first frame (lets subscribers start)"),
+)
+
+
 class SimRig(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("sim_rig", **kwargs)
-        p = self._param
-        seed = p("seed", 7, "world seed")
-        size = p("size", [256, 256], "image [height, width]")
-        self.fps = p("fps", 10.0, "frames per second (render rate)")
-        condition = p("condition", "sun", f"one of {', '.join(CONDITIONS)}")
-        case = p("case", "", f"sensor failure: '' or one of {', '.join(CASES)}")
-        schedule = p("dropouts", "", "e.g. 'depth:5-10,rgb:12-20' (seconds since start)")
+        p = declare(self, RIG_PARAMETERS)
+        seed, size, self.fps = p["seed"], p["size"], p["fps"]
+        condition, case, schedule = p["condition"], p["case"], p["dropouts"]
         self.dropouts = parse_dropouts(schedule)
-        self.rates = {m: p(f"{m}.rate", self.fps, f"{m} publish rate (<= fps)") for m in MODALITIES}
-        self.encoding = RigEncoding(
-            depth=p("depth_encoding", "32FC1", "32FC1 (m) or 16UC1 (mm)"),
-            rgb=p("rgb_encoding", "rgb8", "rgb8 or bgr8"),
-            frame_id=p("frame_id", "camera_optical_frame", "frame of the camera images"),
-            lidar_frame_id=p("lidar_frame_id", "lidar", "frame of the point cloud"))
-        self.duration = p("duration", 0.0, "stop after this many seconds (0 = run until shut down)")
-        start_delay = p("start_delay", 0.0, "seconds to wait before the first frame (lets subscribers start)")
+        self.rates = {m: p[f"{m}.rate"] or self.fps for m in MODALITIES}
+        self.encoding = RigEncoding(depth=p["depth_encoding"], rgb=p["rgb_encoding"], frame_id=p["frame_id"],
+                                    lidar_frame_id=p["lidar_frame_id"])
+        self.duration = p["duration"]
+        start_delay = p["start_delay"]
         self._validate(size, condition, case, start_delay)
 
         self.world = World(seed=seed, size_hw=(size[0], size[1]), condition=condition, case=case or None,
@@ -110,10 +120,6 @@ class SimRig(Node):
         self.create_timer(1.0 / self.fps, self._tick)
         self.get_logger().info(f"synthetic rig: seed {seed}, {size[1]}x{size[0]} @ {self.fps} Hz, {condition}"
                                f"{'/' + case if case else ''}, dropouts: {schedule or 'none'}")
-
-    def _param(self, name: str, default, description: str):
-        self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
-        return self.get_parameter(name).value
 
     def _validate(self, size: list[int], condition: str, case: str, start_delay: float) -> None:
         problems = []
@@ -156,7 +162,7 @@ class SimRig(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(SimRig, "sim_rig", args)
+    return run_node(SimRig, "sim_rig", args, parameters=RIG_PARAMETERS, summary=__doc__)
 
 
 if __name__ == "__main__":

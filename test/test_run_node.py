@@ -101,3 +101,28 @@ def test_a_cleanup_that_hangs_ends_the_process_with_its_stacks(child_env):
     _, err = proc.communicate(timeout=15)
     assert proc.returncode == 1 and "Timeout" in err and "shutdown" in err
     assert time.monotonic() - start < 8.0
+
+
+@pytest.mark.parametrize("executable, expected", [
+    ("charm_node", ["lidar.intensity_field", "* default \"auto\"", "model.device", "one of auto, cpu, cuda"]),
+    ("charm_sim_rig", ["depth.rate", "0 = fps", "dropouts"]),
+    ("charm_demo_report", ["output_dir", "default \"out/demo\""]),
+])
+def test_help_lists_the_parameters_and_stray_arguments_are_refused(executable, expected, child_env):
+    """Without ros2cli there is no `ros2 param describe`: --help is where a user finds the parameters. It
+    and a stray argument both return at once, before any node starts (a stray one used to be ignored)."""
+    import subprocess
+
+    from charm_ros.launcher import resolve_executable
+
+    exe = resolve_executable(executable)
+    shown = subprocess.run([exe, "--ros-args", "-p", "x:=1", "--", "--help"], env=child_env, capture_output=True,
+                           text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(f"usage: {executable} [--ros-args")
+    for text in expected:
+        assert text in shown.stdout
+    refused = subprocess.run([exe, "--frobnicate", "--ros-args", "-p", "x:=1"], env=child_env, capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 2
+    assert f"{executable}: unrecognized arguments: --frobnicate" in refused.stderr
