@@ -22,13 +22,9 @@ DELIVER_PALETTE = np.array([
 CLASS_ID = {name: i for i, name in enumerate(DELIVER_CLASSES)}
 
 
-def raw_to_train(raw: np.ndarray) -> np.ndarray:
-    """DELIVER label shift: raw 0 (unlabelled) -> 255, raw 1..25 -> 0..24 (uint8 wrap, as the reference)."""
-    return (raw.astype(np.uint8) - np.uint8(1)).astype(np.uint8)
-
-
 def train_to_raw(labels: np.ndarray) -> np.ndarray:
-    """Inverse of raw_to_train, for writing DELIVER-layout semantic PNGs."""
+    """Train ids 0..24 -> raw DELIVER ids 1..25, 255 (ignore) -> 0, for writing DELIVER-layout semantic
+    PNGs; `charm_core.data.deliver.deliver_labels` reads them back."""
     return (labels.astype(np.uint8) + np.uint8(1)).astype(np.uint8)
 
 

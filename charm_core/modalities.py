@@ -24,14 +24,6 @@ def subset_name(modalities: Iterable[str]) -> str:
     return "+".join(canonical(modalities))
 
 
-def parse_subset(name: str) -> tuple[str, ...]:
-    """Inverse of subset_name; accepts any order, returns canonical order."""
-    parts = [p.strip() for p in name.split("+") if p.strip()]
-    if not parts:
-        raise ValueError("empty modality subset")
-    return canonical(parts)
-
-
 def all_subsets(modalities: Iterable[str] = MODALITIES) -> list[tuple[str, ...]]:
     """Every non-empty subset (15 for four modalities), by size then canonical order."""
     mods = canonical(modalities)

@@ -197,7 +197,6 @@ class BagEvaluator:
         self.drop = drop or []
         self.num_classes = len(predictor.class_names)
         self.gt: dict[int, np.ndarray] = {}
-        self.waiting: dict[int, Result] = {}
         self.results: list[Result] = []
         self.rejected: Counter = Counter()
         self.reasons: dict[str, str] = {}

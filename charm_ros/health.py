@@ -14,7 +14,6 @@ OK, WARN, ERROR = 0, 1, 2
 # Stamps this far from the reference's (arrival-to-stamp lags compared) are a clock or time_offset
 # error, not latency: sensors' latencies differ by tens, at most a few hundred, milliseconds.
 OFF_CLOCK_S = 0.5
-LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR"}
 
 
 @dataclass

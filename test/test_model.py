@@ -119,7 +119,7 @@ def test_re_weights_are_a_softmax_over_present_modalities() -> None:
     x = _inputs(batch=2)
     available = torch.tensor([[1, 0, 1, 0], [0, 1, 1, 1]], dtype=torch.bool)
     with torch.inference_mode():
-        _, aux = model.forward_with_aux(x, available)
+        _, aux = model(x, available, with_aux=True)
     assert len(aux["re_weights"]) == 4
     for weights in aux["re_weights"]:  # [B, 4, h, w]
         torch.testing.assert_close(weights.sum(dim=1), torch.ones_like(weights[:, 0]))
@@ -150,7 +150,7 @@ def test_alignment_loss_hand_computed() -> None:
 def test_align_arch_exposes_a_differentiable_alignment_loss() -> None:
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch="align")).train()
-    logits, aux = model.forward_with_aux(_inputs(batch=2, h=64, w=64))
+    logits, aux = model(_inputs(batch=2, h=64, w=64), with_aux=True)
     assert aux["align_loss"].ndim == 0 and aux["align_loss"].item() > 0
     aux["align_loss"].backward()
     assert model.backbone.patch_embed1.proj.weight.grad.abs().sum() > 0

@@ -73,10 +73,6 @@ class Segmentor(nn.Module):
             out.append(full.index_copy(0, keep, f))
         return out
 
-    def forward_with_aux(self, inputs: dict[str, Tensor],
-                         available: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor | list[Tensor]]]:
-        return self(inputs, available, with_aux=True)
-
     def _prepare(self, inputs: dict[str, Tensor],
                  available: Tensor | None) -> tuple[tuple[str, ...], Tensor, Tensor | None]:
         """Validate; return present modalities, their inputs stacked [M'*B, 3, H, W], mask [B, M'] or None."""
