@@ -222,7 +222,9 @@ def load_launch_yaml(path: str | Path, overrides: dict[str, str] | None = None
     return specs, launch_args
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_command_line(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[NodeSpec]]:
+    """Options and launch arguments in any order (`make demo` puts name:=value after --timeout), and
+    the nodes of the launch file; exits 2 with the reason on a bad command line or launch file."""
     parser = argparse.ArgumentParser(prog="python -m charm_ros.launcher", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("launch_file", help="ROS 2 YAML launch file")
@@ -230,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=None,
                         help="stop all nodes after this many seconds (default: run until they exit or Ctrl-C)")
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the nodes")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     overrides = {}
     for item in args.launch_args:
         name, sep, value = item.partition(":=")
@@ -241,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
         specs, _ = load_launch_yaml(args.launch_file, overrides)
     except (OSError, ValueError, KeyError) as exc:
         parser.error(str(exc))
+    return args, specs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, specs = parse_command_line(argv)
 
     stopping = False
 

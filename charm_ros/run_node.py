@@ -2,9 +2,8 @@
 
 `<executable> --help` prints the node's parameters and exits; any other argument outside `--ros-args`
 is an error (exit 2), not silently ignored. A node that cannot start (bad parameters, missing
-checkpoint) logs one fatal line and exits 2; Ctrl-C,
-SIGTERM, an external shutdown or a callback raising SystemExit (a node that decided it is done) exit
-cleanly. A received message that rclpy itself cannot turn into a Python object is dropped and reported
+checkpoint) logs one fatal line and exits 2; Ctrl-C, SIGTERM, an external shutdown or a callback
+raising SystemExit (a node that decided it is done) exit cleanly. A received message that rclpy itself cannot turn into a Python object is dropped and reported
 to the node (`on_undecodable(topic, error)` if it has one), never the end of the node.
 
 Signals are Python's, not rclpy's: with rclpy's handlers, nodes stopped together (the launcher's

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from std_msgs.msg import String
 
-from charm_ros.launcher import Launcher, NodeSpec, format_parameter, load_launch_yaml
+from charm_ros.launcher import Launcher, NodeSpec, format_parameter, load_launch_yaml, parse_command_line
 from conftest import NODES, ROOT
 
 
@@ -89,6 +89,17 @@ def test_yaml_launch_file_resolves_args_and_substitutions(tmp_path):
     assert spec.remappings == [("~/rgb/image", "/cam/r2")]
     with pytest.raises(ValueError, match="unknown launch arguments"):
         load_launch_yaml(launch, {"nope": "1"})
+
+
+def test_command_line_takes_launch_arguments_after_options():
+    """The README's `make demo DEMO_ARGS="duration:=60.0 dropouts:=rgb:10-20"` puts them after --timeout."""
+    demo = str(ROOT / "launch" / "sim_demo.launch.yaml")
+    args, specs = parse_command_line([demo, "--timeout", "150", "duration:=60.0", "dropouts:=rgb:10-20"])
+    assert args.timeout == 150.0
+    report = next(s for s in specs if s.name == "demo_report")
+    assert report.parameters["duration"] == 60.0 and report.parameters["dropouts"] == "rgb:10-20"
+    with pytest.raises(SystemExit):
+        parse_command_line([demo, "--timeout", "1", "duration=60"])
 
 
 @pytest.mark.slow
