@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from charm_core.data.deliver import DeliverDataset
-from charm_core.train.cli import eval_main
+from charm_core.train.cli import eval_main, train_main
 from charm_core.train.config import load_config
 from charm_core.train.trainer import EvalBatches, Trainer, collate
 from conftest import ROOT
@@ -104,6 +104,13 @@ def test_eval_batches_are_sized_and_cover_every_index_once(small_dataset):
     assert torch.equal(labels[1], collate([data[2]])[1][0]) and conditions[1] == data.samples[2].condition
     with pytest.raises(ValueError, match="batch_size"):
         EvalBatches(data, [0], batch_size=0)
+
+
+def test_train_cli_takes_overrides_on_both_sides_of_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["steps=1", "--no-resume", "bogus=2"])
+    assert exit_info.value.code == 2
+    assert "unknown training options ['bogus']" in capsys.readouterr().err  # both overrides reached the recipe
 
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "training").glob("*.yaml")), ids=lambda p: p.name)

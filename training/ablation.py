@@ -81,7 +81,7 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--device", default="auto", help="for the evaluation")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, the same for every variant")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # key=value overrides before or after options
     args.out.mkdir(parents=True, exist_ok=True)
     trains = {v: train_command(args.recipe, args.data, args.out, v, args.overrides) for v in args.variants}
     seconds = run_all(trains, args.parallel, args.out)

@@ -21,7 +21,7 @@ def train_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-resume", action="store_true", help="start fresh even if out_dir has a last checkpoint")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="override recipe entries, e.g. steps=200 model.arch=mean out_dir=runs/x")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value overrides before or after options
     try:
         cfg = load_config(args.config, args.overrides)
     except (OSError, ValueError, TypeError) as exc:
