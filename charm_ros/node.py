@@ -35,7 +35,7 @@ from charm_ros.health import OK, PipelineHealth, ModalityHealth, assess
 from charm_ros.node_config import (PARAMETERS, SPECS, ConfigError, NodeConfig, check_value, resolve_palette,
                                    validate)
 from charm_ros.parameters import declare
-from charm_ros.pipeline import FrameSkipped, Pipeline, Result
+from charm_ros.pipeline import FrameSkipped, Pipeline, PipelineConfig, Result
 from charm_ros.run_node import run_node
 from charm_ros.sync import Synchronizer
 
@@ -353,9 +353,7 @@ class CharmNode(Node):
         with self.lock:
             self.config = new
             self.sync.config = new.sync
-            self.pipeline.config.min_confidence = new.min_confidence
-            self.pipeline.config.lidar_intensity_field = new.lidar_intensity_field
-            self.pipeline.config.lidar_intensity_scale = new.lidar_intensity_scale
+            self.pipeline.config = PipelineConfig.for_node(new, self.pipeline.config.input_size)
         if not np.array_equal(palette, self.palette):
             self.palette = palette
             self._publish_labels()  # latched: late subscribers get the colours in use

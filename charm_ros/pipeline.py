@@ -47,6 +47,13 @@ class PipelineConfig:
     lidar_intensity_field: str = "auto"  # see the lidar.intensity_field parameter
     lidar_intensity_scale: float = 0.0   # see the lidar.intensity_scale parameter
 
+    @classmethod
+    def for_node(cls, config: NodeConfig, input_size: tuple[int, int]) -> PipelineConfig:
+        """The node parameters' part of it: at start, and again on every run-time parameter change."""
+        return cls(input_size=tuple(input_size), geometry=config.geometry, min_confidence=config.min_confidence,
+                   lidar_intensity_field=config.lidar_intensity_field,
+                   lidar_intensity_scale=config.lidar_intensity_scale)
+
 
 @dataclass
 class Result:
@@ -86,10 +93,7 @@ class Pipeline:
                              f"{', '.join(f'{m}.enabled' for m in unknown)} to false, or use a checkpoint trained "
                              "with them")
         size = config.input_size or tuple(predictor.info.provenance.get("input_size", DEFAULT_INPUT_SIZE))
-        return cls(predictor, PipelineConfig(input_size=tuple(size), geometry=config.geometry,
-                                             min_confidence=config.min_confidence,
-                                             lidar_intensity_field=config.lidar_intensity_field,
-                                             lidar_intensity_scale=config.lidar_intensity_scale))
+        return cls(predictor, PipelineConfig.for_node(config, size))
 
     def set_camera(self, modality: str, K: np.ndarray, hw: tuple[int, int]) -> None:
         """Latest CameraInfo of the rgb or depth camera."""
@@ -129,7 +133,8 @@ class Pipeline:
 
     def _lidar_points(self, msg: Any) -> np.ndarray:
         """Nx4 points with the configured intensity field, scaled to 0..1 if a scale is configured."""
-        field = self.config.lidar_intensity_field
+        config = self.config  # one snapshot: the node swaps in a new one when parameters change
+        field = config.lidar_intensity_field
         if field not in ("auto", ""):
             names = [str(f.name) for f in msg.fields]
             if field not in names:
@@ -137,8 +142,8 @@ class Pipeline:
                     f"point cloud has no field {field!r} (lidar.intensity_field); it has {names}: set "
                     "lidar.intensity_field to one of them, 'auto', or '' for no intensity")
         points = conversions.pointcloud2_to_xyzi(msg, intensity_field={"auto": "intensity", "": None}.get(field, field))
-        if self.config.lidar_intensity_scale > 0:
-            np.clip(points[:, 3] / self.config.lidar_intensity_scale, 0.0, 1.0, out=points[:, 3])
+        if config.lidar_intensity_scale > 0:
+            np.clip(points[:, 3] / config.lidar_intensity_scale, 0.0, 1.0, out=points[:, 3])
         return points
 
     def reference_camera(self, frame: Frame) -> CameraModel | None:
@@ -182,8 +187,9 @@ class Pipeline:
         box = self.encoder.letterbox(camera_hw)
         labels = box.crop(labels)
         confidence = box.crop(confidence)
-        if self.config.min_confidence > 0:
-            labels = np.where(confidence < self.config.min_confidence, np.uint8(255), labels)
+        min_confidence = self.config.min_confidence
+        if min_confidence > 0:
+            labels = np.where(confidence < min_confidence, np.uint8(255), labels)
         first = next(m for m in MODALITIES if m in images)
         background = box.crop(images["rgb"] if "rgb" in images else images[first])
         return Result(frame=frame, subset=tuple(m for m in MODALITIES if m in images),
