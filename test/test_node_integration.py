@@ -359,7 +359,9 @@ def test_a_sensor_left_out_for_want_of_a_camera_info_is_reported(frames_npz, ran
     try:
         with Launcher([node_on(random_checkpoint, "/nocal", ("rgb", "lidar"))], env=child_env):
             assert rec.wait_masks(5, 0.0, 40), "RGB alone must still be segmented"
-            wait_until(lambda: statuses.get("lidar", (OK_LEVEL, ""))[0] != OK_LEVEL, 10)
+            # the LiDAR publisher may start after the RGB masks flow: its status says "no message yet" till then
+            assert wait_until(lambda: "left out of frames" in statuses.get("lidar", (OK_LEVEL, ""))[1], 20), \
+                f"LiDAR never reported as left out: {statuses.get('lidar')}"
             assert rec.subset_at_end() == "rgb"
             assert statuses["lidar"][0] == 1 and "left out of frames: no CameraInfo" in statuses["lidar"][1]
             assert "/nocal/rgb/camera_info" in statuses["lidar"][1]
