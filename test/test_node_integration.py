@@ -38,6 +38,17 @@ def frames_npz(tmp_path_factory):
     return path
 
 
+def wait_until(check, timeout: float):
+    """The first truthy value `check()` returned within `timeout` s (polled every 50 ms), else False."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    return False
+
+
 @dataclass
 class Recorder:
     """What the test process sees of the node's outputs."""
@@ -62,33 +73,23 @@ class Recorder:
 
     def wait_subset(self, subset: str, since: float, timeout: float) -> float | None:
         """Seconds from `since` until ~/subset said `subset` (None if it never did)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def arrivals() -> list[float]:
             with self.lock:
-                hit = [t for t, s in self.subsets if t >= since and s == subset]
-            if hit:
-                return hit[0] - since
-            time.sleep(0.02)
-        return None
+                return [t for t, s in self.subsets if t >= since and s == subset]
+        hit = wait_until(arrivals, timeout)
+        return hit[0] - since if hit else None
 
     def wait_masks(self, count: int, since: float, timeout: float) -> bool:
         """Whether `count` masks arrived after `since` within `timeout` s."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.masks_between(since, math.inf)) >= count:
-                return True
-            time.sleep(0.05)
-        return False
+        return bool(wait_until(lambda: len(self.masks_between(since, math.inf)) >= count, timeout))
 
     def wait_level(self, level: int, since: float, timeout: float) -> str | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """The first pipeline status message at `level` after `since` (None if none came)."""
+        def messages() -> list[str]:
             with self.lock:
-                hit = [m for t, lv, m in self.diagnostics if t >= since and lv == level]
-            if hit:
-                return hit[0]
-            time.sleep(0.05)
-        return None
+                return [m for t, lv, m in self.diagnostics if t >= since and lv == level]
+        hit = wait_until(messages, timeout)
+        return hit[0] if hit else None
 
 
 def subscribe(node, rec: Recorder) -> None:
@@ -150,16 +151,6 @@ def stop(procs: list[subprocess.Popen]) -> None:
     for proc in procs:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
-
-
-def wait_until(check, timeout: float) -> bool:
-    """Whether `check()` came true within `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def max_gap(masks) -> float:
@@ -313,9 +304,7 @@ def test_parameters_change_at_run_time_through_the_parameter_service(frames_npz,
         pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value) if isinstance(value, str) \
             else ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
         future = client.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=pv)]))
-        deadline = time.monotonic() + 10
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(future.done, 10)
         result = future.result().results[0]
         return result.successful, result.reason
 
