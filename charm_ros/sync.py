@@ -7,23 +7,25 @@ is a header stamp, `now` the node clock (the bag evaluator passes the stamp itse
 How a frame is formed:
 - The reference is the first modality of the configured priority list that is alive (accepted a
   message within its `stale_timeout`). Each of its messages newer than the last frame fires at most
-  one Frame, oldest first; a message that is still waiting holds back the newer ones.
+  one Frame, oldest first, unless it already went into one as a partner (when the reference before
+  it died); a message that is still waiting holds back the newer ones.
 - For every other alive modality it takes the buffered message closest to the reference stamp within
-  `max_skew`, and waits -- never longer than `timeout` after the reference arrived -- while a better
+  `max_skew`, and waits -- never longer than `timeout` after the reference arrived -- while a closer
   partner can still come: the modality has sent nothing at or after the reference stamp yet and its
   next message (expected one smoothed period after its newest, or unknown before it has a rate)
-  would land in the window, closer than what is here and not closer to a later reference message.
-  A partner after the reference that the next reference message would be closer to is left for
-  that one. So each partner goes to the reference message nearest to it, and a frame is released
-  as soon as nothing better can come rather than after `timeout`.
+  would land in the window, closer than what is here. A frame is released as soon as nothing
+  closer can come rather than after `timeout`.
+- A partner message may serve several reference messages: a sensor slower than the reference goes
+  into every frame it is within `max_skew` of, as the nearest of its messages. A 30 Hz camera with a
+  10 Hz LiDAR and the default `max_skew` (50 ms) gives every frame both, each with the LiDAR sweep
+  nearest to it, rather than one frame in three with the LiDAR and the subset flickering.
 - A modality that is not alive never makes anyone wait; its buffered messages still match if close.
-  At `timeout` a frame fires with what matched. A 30 Hz reference with a 10 Hz partner gives every
-  third frame with the partner, the others without it, released once the partner's rate shows it
-  cannot match (at worst after `timeout`). The slowest sensor as reference gives every frame the
-  full subset. A partner that arrives more than `timeout` after its reference never matches and
-  delays every frame by `timeout`: raise `timeout` (or fix its stamps) for such a sensor.
-- Consumed messages, those older than a consumed one of the same modality, and those older than
-  the last frame's stamp minus `max_skew` are discarded (counted `dropped`). A repeated stamp is a
+  At `timeout` a frame fires with what matched. A partner that arrives more than `timeout` after
+  its reference never matches and delays every frame by `timeout`: raise `timeout` (or fix its
+  stamps) for such a sensor.
+- Reference messages that went into a frame, partner messages older than one that did, and messages
+  older than the last frame's stamp minus `max_skew` are discarded (counted `dropped` if no frame
+  used them: `used` counts each message once, however many frames it went into). A repeated stamp is a
   duplicate; a stamp older than the modality's last consumed one is out of order; from a sensor
   below the reference in priority, a stamp older than the last frame's stamp minus `max_skew` minus
   `timeout` is too old (no wait could have matched it: zero stamps, a device clock). None of these
@@ -122,6 +124,7 @@ class _Message:
     stamp: float
     data: Any
     arrival: float
+    used: bool = False  # went into a frame as a partner; stays buffered for the next reference messages
 
 
 @dataclass
@@ -136,9 +139,14 @@ class _Stream:
     matched: float | None = None  # `now` it last went into a frame, came alive, or had its buffer reset
 
     def clear(self) -> None:
-        self.stats.dropped += len(self.buffer)
-        self.buffer.clear()
+        self.discard(self.buffer)
         self.newest = self.consumed = None
+
+    def discard(self, messages: list[_Message]) -> None:
+        """Remove these buffered messages, counting the ones no frame used as dropped."""
+        gone = {id(m) for m in messages}
+        self.stats.dropped += sum(not m.used for m in messages)
+        self.buffer = [m for m in self.buffer if id(m) not in gone]
 
 
 class Synchronizer:
@@ -224,8 +232,7 @@ class Synchronizer:
             return
         buffer.insert(at, _Message(stamp, data, now))
         if len(buffer) > self.config.buffer_size:
-            buffer.pop(0)
-            stats.dropped += 1
+            stream.discard(buffer[:1])
 
     def poll(self, now: float) -> list[Frame]:
         """Frames ready at `now`, oldest first."""
@@ -275,7 +282,7 @@ class Synchronizer:
 
     def stats(self) -> dict[str, ModalityStats]:
         """A snapshot per modality (priority order); counters are cumulative across resets."""
-        return {name: replace(s.stats, buffered=len(s.buffer), last_arrival=s.last_arrival,
+        return {name: replace(s.stats, buffered=sum(not m.used for m in s.buffer), last_arrival=s.last_arrival,
                               rate_hz=1.0 / s.period if s.period else 0.0)
                 for name, s in self._streams.items()}
 
@@ -333,75 +340,61 @@ class Synchronizer:
             self._last_fired = None  # frames so far came from a reference on another clock, running ahead
         partners = [s for name, s in self._streams.items() if name != reference]
         while True:
-            pending = [m for m in ref.buffer if self._last_fired is None or m.stamp > self._last_fired + _EPS]
-            if not pending:
+            head = next((m for m in ref.buffer if not m.used and (
+                self._last_fired is None or m.stamp > self._last_fired + _EPS)), None)
+            if head is None:
                 return frames
-            head, later = pending[0], [m.stamp for m in pending[1:]]
             expired = force or now - head.arrival >= self.config.timeout - _EPS
             matches: dict[str, _Message] = {}
             for stream in partners:
-                match, wait = self._match(stream, head.stamp, later, ref, self._is_alive(stream, now))
+                match, wait = self._match(stream, head.stamp, self._is_alive(stream, now))
                 if wait and not expired:
                     return frames
                 if match is not None:
                     matches[stream.config.name] = match
             frames.append(self._emit(ref, head, matches, now))
 
-    def _match(self, stream: _Stream, stamp: float, later: list[float], ref: _Stream,
-               alive: bool) -> tuple[_Message | None, bool]:
-        """(closest usable partner or None, whether a better one may still come) for a reference stamp."""
+    def _match(self, stream: _Stream, stamp: float, alive: bool) -> tuple[_Message | None, bool]:
+        """(closest buffered partner within max_skew or None, whether a closer one may still come)."""
         best: _Message | None = None
         best_gap = math.inf
         for m in stream.buffer:
             gap = abs(m.stamp - stamp)
-            if gap > self.config.max_skew + _EPS or gap >= best_gap - _EPS:
-                continue
-            if m.stamp > stamp and any(abs(t - m.stamp) < gap - _EPS for t in later):
-                continue  # a later reference message is closer: it is that one's partner
-            best, best_gap = m, gap
-        if not alive:
-            return best, False
-        if stream.newest is not None and stream.newest >= stamp - _EPS:
-            wait = False  # later messages can only be farther away
-        elif stream.newest is None or stream.period is None:
-            wait = best is None  # no rate known: take what is here, else wait for anything
-        else:
-            # its next message is expected one period after its newest: wait if that one is in
-            # the window, closer than what is here, and not closer to a later reference message
-            expected = stream.newest + stream.period
-            gap = abs(expected - stamp)
-            wait = (expected - _PERIOD_JITTER * stream.period <= stamp + self.config.max_skew
-                    and gap < best_gap - _EPS
-                    and not any(abs(t - expected) < gap - _EPS for t in later))
-        if (not wait and best is not None and best.stamp > stamp + _EPS and not later
-                and ref.period is not None and abs(stamp + ref.period - best.stamp) < best_gap - _EPS):
-            wait = True  # the next reference message should be closer to this partner
+            if gap <= self.config.max_skew + _EPS and gap < best_gap - _EPS:
+                best, best_gap = m, gap
+        if not alive or (stream.newest is not None and stream.newest >= stamp - _EPS):
+            return best, False  # nothing more will come, or later messages can only be farther away
+        if stream.newest is None or stream.period is None:
+            return best, best is None  # no rate known: take what is here, else wait for anything
+        # its next message is expected one period after its newest (a little early at most):
+        # wait if that one can land in the window closer than what is here
+        expected = stream.newest + stream.period
+        wait = (expected - _PERIOD_JITTER * stream.period <= stamp + self.config.max_skew
+                and abs(expected - stamp) < best_gap - _EPS)
         return best, wait
 
     def _emit(self, ref: _Stream, head: _Message, matches: dict[str, _Message], now: float) -> Frame:
         used = {ref.config.name: head, **matches}
         for name, message in used.items():
-            self._consume(self._streams[name], message)
-            self._streams[name].matched = now
+            stream = self._streams[name]
+            self._consume(stream, message, keep=stream is not ref)
+            stream.matched = now
         self._last_fired, self._last_fire_time = head.stamp, now
         horizon = head.stamp - self.config.max_skew - _EPS
         for stream in self._streams.values():
-            stale = [m for m in stream.buffer if m.stamp < horizon]
-            if stale:
-                stream.buffer = [m for m in stream.buffer if m.stamp >= horizon]
-                stream.stats.dropped += len(stale)
+            stream.discard([m for m in stream.buffer if m.stamp < horizon])
         self.frames += 1
         order = canonical(used)
         return Frame(stamp=head.stamp, reference=ref.config.name,
                      data={name: used[name].data for name in order},
                      stamps={name: used[name].stamp for name in order})
 
-    def _consume(self, stream: _Stream, message: _Message) -> None:
-        """Take a message into a frame; older ones of the same modality can no longer be used."""
-        kept = [m for m in stream.buffer if m.stamp > message.stamp]
-        stream.stats.dropped += len(stream.buffer) - len(kept) - 1
-        stream.stats.used += 1
-        stream.buffer = kept
+    def _consume(self, stream: _Stream, message: _Message, keep: bool) -> None:
+        """Take a message into a frame; older ones of the same modality can no longer be used. A partner
+        is kept (`keep`) for the next reference messages: a slower sensor serves each one it is nearest to."""
+        stream.stats.used += not message.used
+        message.used = True
+        stream.discard([m for m in stream.buffer if m.stamp < message.stamp or (m is message and not keep)])
         stream.consumed = message.stamp if stream.consumed is None else max(stream.consumed, message.stamp)
 
 

@@ -52,11 +52,12 @@ def simulate(sync: Synchronizer, events, tail=1.0, tick=TICK):
 
 
 def check_invariants(sync: Synchronizer, fired, max_skew=0.05):
-    """What must hold for any input: monotone frames, each message used once, accounting adds up."""
+    """What must hold for any input: monotone frames, each message the reference of one frame at most
+    (a partner may serve several), accounting adds up."""
     frames = [f for _, f in fired]
     assert all(a.stamp < b.stamp for a, b in zip(frames, frames[1:])), "frame stamps must increase"
-    payloads = [p for f in frames for p in f.data.values()]
-    assert len(payloads) == len(set(payloads)), "a message was used twice"
+    references = [f.data[f.reference] for f in frames]
+    assert len(references) == len(set(references)), "a reference message fired twice"
     for f in frames:
         assert f.data[f.reference] == (f.reference, f.stamps[f.reference] - _offset(sync, f.reference))
         assert f.stamps[f.reference] == f.stamp
@@ -64,10 +65,10 @@ def check_invariants(sync: Synchronizer, fired, max_skew=0.05):
         assert f.subset == tuple(m for m in MODALITIES if m in f.data)
     for name in sync.config.modalities:
         per_mod = [f.stamps[name.name] for f in frames if name.name in f.stamps]
-        assert all(a < b for a, b in zip(per_mod, per_mod[1:])), f"{name.name} stamps must increase"
+        assert all(a <= b for a, b in zip(per_mod, per_mod[1:])), f"{name.name} stamps must not go back"
     for name, st in sync.stats().items():
         assert st.received == st.used + st.dropped + st.duplicates + st.out_of_order + st.buffered, name
-        assert st.used == sum(name in f.data for f in frames)
+        assert st.used == len({f.data[name] for f in frames if name in f.data})
 
 
 def from_zero(fired):
@@ -272,10 +273,10 @@ def test_mixed_rates_slowest_reference_gets_every_frame_full():
 
 
 @pytest.mark.parametrize("rgb_latency, lidar_latency", [(0.005, 0.02), (0.02, 0.005)])
-def test_mixed_rates_fast_reference_does_not_starve_and_pairs_nearest(rgb_latency, lidar_latency):
-    """30 Hz reference, 20 and 10 Hz partners: every reference message fires, every partner message is
-    used once, by the reference message nearest to it (also when the partner arrives before that
-    reference message); frames without a partner never wait beyond timeout."""
+def test_mixed_rates_fast_reference_gets_every_partner_nearest_to_each_frame(rgb_latency, lidar_latency):
+    """30 Hz reference, 20 and 10 Hz partners: every reference message fires with both partners (each
+    within the 50 ms skew of a 10 Hz sweep), each partner the message nearest to it, so the subset never
+    flickers; every partner message goes into a frame; no frame waits beyond timeout."""
     sync = make_sync(["rgb", "depth", "lidar"], timeout=0.1)
     events = (stream("rgb", 30, t1=3.0, latency=rgb_latency) + stream("depth", 20, WARMUP, 3.0, latency=0.01)
               + stream("lidar", 10, WARMUP, 3.0, latency=lidar_latency))
@@ -285,17 +286,17 @@ def test_mixed_rates_fast_reference_does_not_starve_and_pairs_nearest(rgb_latenc
     rgb = [e[2] for e in events if e[1] == "rgb"]
     assert [f.stamp for _, f in fired] == rgb
     for name in ("depth", "lidar"):
-        sent = sorted(round(e[2], 6) for e in events if e[1] == name and e[2] > -1e-6)
-        assert sorted(round(f.stamps[name], 6) for _, f in fired if name in f.data) == sent
-    for t, f in fired:
-        assert t - (f.stamp + rgb_latency) <= 0.1 + TICK
-        for name, s in f.stamps.items():
-            assert abs(s - f.stamp) <= min(abs(s - r) for r in rgb) + 1e-9, "partner not at its nearest reference"
-    lidar_frames = [f for _, f in fired if "lidar" in f.data]
-    assert all(abs(f.stamps["lidar"] - f.stamp) < 1e-9 for f in lidar_frames)
-    # once the rates are known, a frame without lidar is released before its timeout
-    late = [t - (f.stamp + rgb_latency) for t, f in fired if "lidar" not in f.data and f.stamp > 0.5]
-    assert max(late) < 0.05
+        sent = [e[2] for e in events if e[1] == name]
+        for t, f in fired:
+            assert f.stamps[name] == min(sent, key=lambda s: abs(s - f.stamp)), f"{name} not the nearest"
+        used = {f.stamps[name] for _, f in fired}
+        assert used == {s for s in sent if s > -0.05 + 1e-9}  # all from the first frame's window on
+    assert all(t - (f.stamp + rgb_latency) <= 0.1 + TICK for t, f in fired)
+    # once the rates are known a frame waits for nothing but its own (nearest) partners: released as
+    # soon as the last of its messages is in, not at timeout
+    arrivals = {(name, stamp): arrival for arrival, name, stamp in events}
+    late = [t - max(arrivals[p] for p in f.data.values()) for t, f in fired if f.stamp > 0.5]
+    assert max(late) <= TICK + 1e-9
 
 
 def test_time_offsets_align_stamps():
@@ -482,7 +483,7 @@ def test_backwards_clock_jump_resets_like_a_bag_loop():
         assert all(a.stamp < b.stamp for a, b in zip(frames, frames[1:]))
         led_by_rgb = [f for f in frames if f.reference == "rgb"]
         assert len(led_by_rgb) == 61 and led_by_rgb[0].stamp == 100.0
-        assert sum(f.subset == MODALITIES for f in led_by_rgb) == 21  # at every lidar stamp
+        assert all(f.subset == MODALITIES for f in led_by_rgb)  # a lidar sweep within 33 ms of each
     # liveness survives the loop: the camera still leads and waits for the others from the first stamp
     assert passes[0][0].reference == "depth"
     assert (passes[1][0].reference, passes[1][0].stamp, passes[1][0].subset) == ("rgb", 100.0, MODALITIES)
