@@ -67,7 +67,7 @@ class BagReport:
     skipped_frames: int
     unmatched_gt_frames: int
     wall_s: float
-    used: dict[str, tuple[int, int]] = field(default_factory=dict)  # sensor -> (synchronized messages, in a frame)
+    used: dict[str, tuple[int, int]] = field(default_factory=dict)  # sensor -> (synchronized messages, frames it went into)
     offsets: dict[str, float] = field(default_factory=dict)  # sensor -> its stamps minus the reference's (s)
     reference: str | None = None  # the highest-priority sensor in the bag, which the offsets refer to
     left_out: dict[str, tuple[int, str]] = field(default_factory=dict)  # sensor -> (frames it was left out of, why)
@@ -202,6 +202,7 @@ class BagEvaluator:
         self.reasons: dict[str, str] = {}
         self.dropped_by_schedule: Counter = Counter()
         self.skipped = 0
+        self.in_frames: Counter = Counter()    # sensor -> frames it went into (a slower one serves several)
         self.left_out: Counter = Counter()     # sensor -> frames that had it but could not use it
         self.left_out_why: dict[str, str] = {}
         self.first_stamp: int | None = None
@@ -256,6 +257,7 @@ class BagEvaluator:
     def _process(self, frames) -> list[Result]:
         done = []
         for frame in frames:
+            self.in_frames.update(frame.data.keys())
             try:
                 result = self.pipeline.process(frame)
             except FrameSkipped as exc:
@@ -294,7 +296,7 @@ class BagEvaluator:
             stats.confusion.update(r.labels, truth)
             overall.confusion.update(r.labels, truth)
         ordered = {subset_name(s): subsets[subset_name(s)] for s in all_subsets() if subset_name(s) in subsets}
-        used = {m: (st.received, st.used) for m, st in self.sync.stats().items()}
+        used = {m: (st.received, self.in_frames[m]) for m, st in self.sync.stats().items()}
         lags = {m: float(np.median(v)) for m, v in self.lags.items()}
         reference = next((m for m in self.sync.config.modalities if m.name in lags), None)
         offsets = {} if reference is None else {m: lags[reference.name] - lag for m, lag in lags.items()

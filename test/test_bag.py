@@ -12,18 +12,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from builtin_interfaces.msg import Time
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from charm_core.data.synthetic import World
 from charm_core.encoders import Letterbox
 from charm_core.inference import Predictor
 from charm_ros.bag_eval import (DEFAULT_TOPICS, BagEvaluator, count_messages, main as bag_eval_main,
                                read_in_stamp_order, stamp_ns)
 from charm_ros.bag_play import main as bag_play_main
-from charm_ros.bag_record import record
+from charm_ros.bag_record import RIG_PREFIX, record
 from charm_ros.dropouts import parse_dropouts
 from charm_ros.node_config import load_param_file, validate
+from charm_ros.sim_rig import RigEncoding, frame_messages
 from conftest import ROOT
 
 TS = get_typestore(Stores.ROS2_KILTED)
@@ -377,3 +380,23 @@ def test_bag_play_republishes_a_latched_topic_latched(tmp_path, child_env, rclpy
         out, err = player.communicate(timeout=20)
     assert player.returncode == 0, err
     assert "1  /cam/camera_info" in out and "30  /cam/ticks" in out
+
+
+def test_a_slower_sensor_goes_into_every_frame_near_it_and_is_counted_per_frame(predictor):
+    """A 30 Hz camera with a 10 Hz LiDAR: each camera frame takes the sweep nearest to it (33 ms at
+    most), so 29 of 30 frames have both (the last one's next sweep never comes); the report counts
+    the frames the LiDAR went into (29), not its 10 sweeps."""
+    world = World(seed=9, size_hw=SIZE, fps=30.0)
+    evaluator = BagEvaluator(predictor, validate(load_param_file(PARAMS)), DEFAULT_TOPICS)
+    for i in range(30):
+        stamp_ns = 100 * 10**9 + round(i * 1e9 / 30)
+        live = ["rgb", "lidar"] if i % 3 == 0 else ["rgb"]
+        stamp = Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+        for topic, msg in frame_messages(world.frame_at(i / 30), stamp, live, RigEncoding()).items():
+            evaluator.feed(RIG_PREFIX + topic, msg)
+    evaluator.finish()
+    report = evaluator.report(1.0, Counter())
+    assert {name: s.frames for name, s in report.subsets.items()} == {"rgb": 1, "rgb+lidar": 29}
+    assert report.used["rgb"] == (30, 30) and report.used["lidar"] == (10, 29)
+    lidar_stamps = [r.frame.stamps.get("lidar") for r in evaluator.results]
+    assert lidar_stamps[:4] == [100.0, 100.0, 100.1, 100.1]
