@@ -58,7 +58,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "kept, a cloud with larger ones taken as 0..255", dynamic=True, minimum=0.0),
     ParamSpec("sync.reference_priority", list(MODALITIES),
               "reference modality priority among the alive ones (first = preferred)"),
-    ParamSpec("sync.max_skew", 0.05, "max |stamp difference| (s) for messages to belong to one frame",
+    ParamSpec("sync.max_skew", 0.05, "max |stamp difference| (s) for messages to belong to one frame; at least half "
+              "the slowest sensor's period puts that sensor in every frame",
               dynamic=True, minimum=0.0),
     ParamSpec("sync.timeout", 0.1, "after the reference arrives, wait at most this long (s) for the others",
               dynamic=True, minimum=0.0),
