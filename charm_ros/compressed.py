@@ -21,7 +21,7 @@ import numpy as np
 _DEPTH_HEADER = np.dtype([("format", "<i4"), ("quant_a", "<f4"), ("quant_b", "<f4")])
 _RVL_SIZE = np.dtype([("cols", "<u4"), ("rows", "<u4")])
 _RVL_MAX_PIXELS = 1 << 28  # 16384 x 16384: larger sizes are corrupt data, not a camera
-_NIBBLE_SHIFTS = np.arange(28, -1, -4, dtype=np.uint32)  # a word holds 8 codes' nibbles, first one on top
+_NIBBLE_SHIFTS = np.arange(28, -1, -4, dtype=np.uint32)  # a word holds 8 nibbles, the first on top
 
 
 def is_transport_topic(topic: str) -> bool:

@@ -124,7 +124,7 @@ class _Message:
     stamp: float
     data: Any
     arrival: float
-    used: bool = False  # went into a frame as a partner; stays buffered for the next reference messages
+    used: bool = False  # went into a frame; a partner stays buffered for the next reference messages
 
 
 @dataclass

@@ -58,6 +58,10 @@ def check_invariants(sync: Synchronizer, fired, max_skew=0.05):
     assert all(a.stamp < b.stamp for a, b in zip(frames, frames[1:])), "frame stamps must increase"
     references = [f.data[f.reference] for f in frames]
     assert len(references) == len(set(references)), "a reference message fired twice"
+    partners: set = set()
+    for f in frames:  # what went out as a partner is not published again as a new frame
+        assert f.data[f.reference] not in partners, "a partner message fired again as a reference"
+        partners.update(p for name, p in f.data.items() if name != f.reference)
     for f in frames:
         assert f.data[f.reference] == (f.reference, f.stamps[f.reference] - _offset(sync, f.reference))
         assert f.stamps[f.reference] == f.stamp
