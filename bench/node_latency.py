@@ -49,6 +49,20 @@ def set_control(control: Path, text: str) -> None:
     os.replace(tmp, control)
 
 
+def prepare(first_subset: str, prefix: str) -> tuple[Path, Path]:
+    """A temporary folder with the rendered frames and the publisher's control file (`first_subset` at 10 Hz)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    frames, control = work / "frames.npz", work / "control"
+    render(frames, 20)
+    set_control(control, f"{first_subset} 10")
+    return frames, control
+
+
+def start_publisher(frames: Path, control: Path) -> subprocess.Popen:
+    """The publisher in its own process, as a sensor driver would be."""
+    return subprocess.Popen([sys.executable, __file__, "--publisher", str(frames), str(control)])
+
+
 def publisher(frames: Path, control: Path) -> None:
     """Child process: publish the subset named in `control` ("subset rate") on a shared time grid."""
     import rclpy
@@ -150,10 +164,7 @@ def main() -> int:
     from charm_ros.conversions import stamp_to_sec
     from charm_ros.launcher import Launcher, NodeSpec, resolve_executable
 
-    work = Path(tempfile.mkdtemp(prefix="node_latency_"))
-    frames, control = work / "frames.npz", work / "control"
-    render(frames, 20)
-    set_control(control, f"{args.subsets[0]} 10")
+    frames, control = prepare(args.subsets[0], "node_latency_")
     arrivals: list[tuple[float, float, str]] = []   # (arrival wall time, stamp, subset being published)
     reports: list[tuple[float, dict[str, str]]] = []  # (arrival wall time, the node's pipeline diagnostics)
     current = {"subset": args.subsets[0]}
@@ -184,7 +195,7 @@ def main() -> int:
                     remappings=[(f"~/{m}/image", f"{PREFIX}/{m}/image") for m in ("rgb", "depth", "event")]
                     + [("~/lidar/points", f"{PREFIX}/lidar/points"), ("~/rgb/camera_info", f"{PREFIX}/rgb/camera_info"),
                        ("~/depth/camera_info", f"{PREFIX}/depth/camera_info")])
-    pub = subprocess.Popen([sys.executable, __file__, "--publisher", str(frames), str(control)])
+    pub = start_publisher(frames, control)
     rows = []
     try:
         with Launcher([node]):

@@ -15,15 +15,19 @@ import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import node_latency as bench
 from charm_core.modalities import all_subsets, subset_name
 
 HAS_CAMERA_INFO = ("rgb", "depth")
+
+
+def messages_per_frame(subset: str) -> int:
+    """Each sensor's message, plus a CameraInfo for each camera that has one."""
+    sensors = subset.split("+")
+    return len(sensors) + sum(m in HAS_CAMERA_INFO for m in sensors)
 
 
 def relay(subset: str) -> None:
@@ -36,7 +40,7 @@ def relay(subset: str) -> None:
     from charm_ros.conversions import numpy_to_image
 
     sensors = subset.split("+")
-    expected = len(sensors) + sum(m in HAS_CAMERA_INFO for m in sensors)
+    expected = messages_per_frame(subset)
     rclpy.init()
     node = rclpy.create_node("charm")
     mask = numpy_to_image(np.zeros((256, 256), np.uint8), "mono8")
@@ -76,10 +80,7 @@ def main() -> int:
 
     from charm_ros.conversions import stamp_to_sec
 
-    work = Path(tempfile.mkdtemp(prefix="ros_floor_"))
-    frames, control = work / "frames.npz", work / "control"
-    bench.render(frames, 20)
-    bench.set_control(control, f"{args.subsets[0]} 10")
+    frames, control = bench.prepare(args.subsets[0], "ros_floor_")
     arrivals: list[tuple[float, float]] = []
     lock = threading.Lock()
     rclpy.init()
@@ -99,7 +100,7 @@ def main() -> int:
 
     spinner = threading.Thread(target=spin)
     spinner.start()
-    publisher = subprocess.Popen([sys.executable, bench.__file__, "--publisher", str(frames), str(control)])
+    publisher = bench.start_publisher(frames, control)
     rows = []
     try:
         for name in args.subsets:
@@ -125,11 +126,9 @@ def main() -> int:
 
     print("\n| subset | messages per frame | floor ms (median) | p90 ms | frames/s |\n|---|---|---|---|---|")
     for name, lat in rows:
-        sensors = name.split("+")
-        count = len(sensors) + sum(m in HAS_CAMERA_INFO for m in sensors)
         median = statistics.median(lat) if lat else float("nan")
         p90 = sorted(lat)[int(0.9 * len(lat))] if lat else float("nan")
-        print(f"| {name} | {count} | {median:.1f} | {p90:.1f} | {len(lat) / args.seconds:.1f} |")
+        print(f"| {name} | {messages_per_frame(name)} | {median:.1f} | {p90:.1f} | {len(lat) / args.seconds:.1f} |")
     return 0
 
 
