@@ -23,16 +23,16 @@ setup(
     zip_safe=True,
     entry_points={
         "console_scripts": [
-            "charm_launch = charm_ros.launcher:main",
+            "charm_launch = charm_ros.tools.launcher:main",
             "charm-synth = charm_core.data.synth_cli:main",
             "charm-train = charm_core.train.cli:train_main",
             "charm-eval = charm_core.train.cli:eval_main",
             "charm_node = charm_ros.node:main",
-            "charm_sim_rig = charm_ros.sim_rig:main",
-            "charm_demo_report = charm_ros.demo_report:main",
-            "charm-bag-record = charm_ros.bag_record:main",
-            "charm-bag-eval = charm_ros.bag_eval:main",
-            "charm-bag-play = charm_ros.bag_play:main",
+            "charm_sim_rig = charm_ros.tools.sim_rig:main",
+            "charm_demo_report = charm_ros.tools.demo_report:main",
+            "charm-bag-record = charm_ros.tools.bag_record:main",
+            "charm-bag-eval = charm_ros.tools.bag_eval:main",
+            "charm-bag-play = charm_ros.tools.bag_play:main",
         ],
     },
 )

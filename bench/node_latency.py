@@ -72,7 +72,7 @@ def publisher(frames: Path, control: Path) -> None:
     from std_msgs.msg import Header
 
     from charm_core.malloc_tuning import retain_freed_memory
-    from charm_ros.conversions import k_to_camera_info, numpy_to_image, xyzi_to_pointcloud2
+    from charm_ros.msgs.conversions import k_to_camera_info, numpy_to_image, xyzi_to_pointcloud2
 
     retain_freed_memory()
     data = dict(np.load(frames))  # an NpzFile would decompress a whole array on every access
@@ -117,9 +117,9 @@ def publisher(frames: Path, control: Path) -> None:
 def standalone_forward(checkpoint: str, frames: Path, subset: tuple[str, ...], reps: int = 30) -> float:
     """Median model forward (ms) on the same frames with the node's Pipeline, in this process."""
     from charm_core.inference import Predictor
-    from charm_ros.pipeline import Pipeline, SensorSample
-    from charm_ros.sync import Frame
-    from charm_ros.node_config import load_param_file, validate
+    from charm_ros.runtime.pipeline import Pipeline, SensorSample
+    from charm_ros.runtime.sync import Frame
+    from charm_ros.runtime.node_config import load_param_file, validate
 
     cfg = validate(load_param_file(ROOT / "config" / "charm.param.yaml"))
     data = dict(np.load(frames))
@@ -161,8 +161,8 @@ def main() -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from charm_ros.conversions import stamp_to_sec
-    from charm_ros.launcher import Launcher, NodeSpec, resolve_executable
+    from charm_ros.msgs.conversions import stamp_to_sec
+    from charm_ros.tools.launcher import Launcher, NodeSpec, resolve_executable
 
     frames, control = prepare(args.subsets[0], "node_latency_")
     arrivals: list[tuple[float, float, str]] = []   # (arrival wall time, stamp, subset being published)

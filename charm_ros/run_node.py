@@ -3,12 +3,12 @@
 `<executable> --help` prints the node's parameters and exits; any other argument outside `--ros-args`
 is an error (exit 2), not silently ignored. A node that cannot start (bad parameters, missing
 checkpoint) logs one fatal line and exits 2; Ctrl-C, SIGTERM, an external shutdown or a callback
-raising SystemExit (a node that decided it is done) exit cleanly. A received message that rclpy itself cannot turn into a Python object is dropped and reported
-to the node (`on_undecodable(topic, error)` if it has one), never the end of the node.
+raising SystemExit (a node that decided it is done) exit cleanly. A received message that rclpy
+itself cannot turn into a Python object is dropped and reported to the node
+(`on_undecodable(topic, error)` if it has one), never the end of the node.
 
-Signals are Python's, not rclpy's: with rclpy's handlers, nodes stopped together (the launcher's
-SIGINT to all) sometimes took both SIGINT and SIGTERM and kept spinning until SIGKILL (1 of 12 paired
-stops in one run here; 0 of 200 with Python's). Python's handlers run whenever the main thread is in
+Signals are Python's, not rclpy's: with rclpy's handlers, nodes stopped together sometimes ignored
+SIGINT and SIGTERM and spun on until SIGKILL. Python's handlers run whenever the main thread is in
 Python, so the executor waits in short slices (WAKE_S) rather than indefinitely.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 
-from charm_ros.parameters import ParamSpec, help_text
+from charm_ros.runtime.parameters import ParamSpec, help_text
 
 WAKE_S = 0.2  # longest wait before a pending signal is acted on
 CLEANUP_TIMEOUT_S = 4.0  # a clean stop takes well under 1 s; launchers escalate to SIGTERM after 5 s
@@ -55,6 +55,20 @@ def command_line_exit(argv: list[str], name: str, parameters: Iterable[ParamSpec
               f"{program} --ros-args -p name:=value; see {program} --help)", file=sys.stderr)
         return 2
     return None
+
+
+def declare(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Any]:
+    """Declare every parameter (read-only unless dynamic), check each against its spec, and return
+    {name: value} as given at start; a bad value raises ConfigError (the node exits 2 naming it)."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    values = {}
+    for spec in specs:
+        node.declare_parameter(spec.name, spec.default, ParameterDescriptor(
+            description=spec.description, read_only=not spec.dynamic))
+        values[spec.name] = node.get_parameter(spec.name).value
+        spec.check(values[spec.name])
+    return values
 
 
 def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = None,
@@ -91,7 +105,7 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
         code = int(done.code or 0)
     finally:
         # Fast DDS can spin forever destroying a participant while a discovery callback is in flight
-        # (eProsima/Fast-DDS#6513; seen here when nodes stop together), holding the GIL, so no Python
+        # (eProsima/Fast-DDS#6513, when nodes stop together), holding the GIL, so no Python
         # timer could end it: faulthandler's own thread does, printing the stacks and exiting with 1.
         faulthandler.dump_traceback_later(CLEANUP_TIMEOUT_S, exit=True)
         stop = getattr(node, "shutdown", None)
@@ -108,9 +122,8 @@ class TolerantExecutor(SingleThreadedExecutor):
     """A SingleThreadedExecutor that survives a message rclpy fails to convert.
 
     rclpy raises from its own take (before any callback) when converting a received message fails,
-    e.g. "Unable to convert call argument '0' to Python object" (ros2/rclpy#848; seen here once
-    under load with best-effort sensor topics), and the executor would end spin(). Such a message
-    is dropped and reported instead; the subscription keeps working.
+    e.g. "Unable to convert call argument '0' to Python object" (ros2/rclpy#848), and the executor
+    would end spin(). Such a message is dropped and reported instead; the subscription keeps working.
     """
 
     def __init__(self, on_undecodable: Callable[[str, Exception], None], *, context: Any = None) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from charm_ros import env as ros_env
+from charm_ros.tools import env as ros_env
 
 ROOT = Path(__file__).resolve().parents[1]
 NODES = Path(__file__).resolve().parent / "nodes"

@@ -20,13 +20,13 @@ from rosbags.typesys import Stores, get_typestore
 from charm_core.data.synthetic import World
 from charm_core.encoders import Letterbox
 from charm_core.inference import Predictor
-from charm_ros.bag_eval import (DEFAULT_TOPICS, BagEvaluator, count_messages, main as bag_eval_main,
+from charm_ros.tools.bag_eval import (DEFAULT_TOPICS, BagEvaluator, count_messages, main as bag_eval_main,
                                read_in_stamp_order, stamp_ns)
-from charm_ros.bag_play import main as bag_play_main
-from charm_ros.bag_record import RIG_PREFIX, record
-from charm_ros.dropouts import parse_dropouts
-from charm_ros.node_config import load_param_file, validate
-from charm_ros.sim_rig import RigEncoding, frame_messages
+from charm_ros.tools.bag_play import main as bag_play_main
+from charm_ros.tools.bag_record import RIG_PREFIX, record
+from charm_ros.tools.dropouts import parse_dropouts
+from charm_ros.runtime.node_config import load_param_file, validate
+from charm_ros.tools.sim_rig import RigEncoding, frame_messages
 from conftest import ROOT
 
 TS = get_typestore(Stores.ROS2_KILTED)
@@ -285,8 +285,8 @@ def test_live_node_matches_offline_evaluation(rig_bag, random_checkpoint, child_
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    from charm_ros.conversions import image_to_numpy
-    from charm_ros.launcher import Launcher, NodeSpec, resolve_executable
+    from charm_ros.msgs.conversions import image_to_numpy
+    from charm_ros.tools.launcher import Launcher, NodeSpec, resolve_executable
 
     masks: list[tuple[int, np.ndarray]] = []       # in publication order
     subsets: list[str] = []                          # ~/subset follows every mask, same order
@@ -340,7 +340,7 @@ def test_bag_play_republishes_a_latched_topic_latched(tmp_path, child_env, rclpy
     from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
     from sensor_msgs.msg import CameraInfo
 
-    from charm_ros.launcher import resolve_executable
+    from charm_ros.tools.launcher import resolve_executable
 
     def offered(durability: QosDurability) -> Qos:
         never = QosTime(sec=0, nsec=0)

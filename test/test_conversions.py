@@ -17,7 +17,7 @@ from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
 from std_msgs.msg import Header
 
-from charm_ros.conversions import (
+from charm_ros.msgs.conversions import (
     ConversionError, camera_info_summary, camera_info_to_k, image_to_depth_m, image_to_numpy, image_to_rgb,
     k_to_camera_info, numpy_to_image, pointcloud2_to_xyzi, stamp_to_ns, stamp_to_sec, xyzi_to_pointcloud2,
 )
@@ -541,8 +541,8 @@ def test_modules_import_and_work_without_ros():
                     raise ImportError("ROS is blocked in this test: " + name)
         sys.meta_path.insert(0, NoRos())
         from types import SimpleNamespace as NS
-        from charm_ros.conversions import image_to_numpy, pointcloud2_to_xyzi
-        from charm_ros.sync import ModalityConfig, SyncConfig, Synchronizer
+        from charm_ros.msgs.conversions import image_to_numpy, pointcloud2_to_xyzi
+        from charm_ros.runtime.sync import ModalityConfig, SyncConfig, Synchronizer
         img = NS(height=1, width=2, encoding="mono8", is_bigendian=0, step=3, data=b"\\x01\\x02\\x09")
         assert image_to_numpy(img).tolist() == [[1, 2]]
         f = lambda n, o: NS(name=n, offset=o, datatype=7, count=1)

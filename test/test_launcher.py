@@ -10,7 +10,7 @@ import pytest
 import yaml
 from std_msgs.msg import String
 
-from charm_ros.launcher import Launcher, NodeSpec, format_parameter, load_launch_yaml, parse_command_line
+from charm_ros.tools.launcher import Launcher, NodeSpec, format_parameter, load_launch_yaml, parse_command_line
 from conftest import NODES, ROOT
 
 
@@ -112,7 +112,7 @@ def test_cli_forwards_sigint_and_stops_every_node(tmp_path, child_env):
         {"executable": {"cmd": f"{relay} --ros-args -r __node:=one -p source:=true", "name": "one"}},
         {"executable": {"cmd": f"{relay} --ros-args -r __node:=two", "name": "two"}},
     ]}))
-    proc = subprocess.Popen([sys.executable, "-m", "charm_ros.launcher", str(launch)], env=child_env,
+    proc = subprocess.Popen([sys.executable, "-m", "charm_ros.tools.launcher", str(launch)], env=child_env,
                             stdout=subprocess.PIPE, text=True)
     first = proc.stdout.readline()
     assert first.startswith("[launcher] started one, two")

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from charm_ros.health import ERROR, OK, WARN, ModalityHealth, PipelineHealth, assess
-from charm_ros.node_config import PARAMETERS, ConfigError, load_param_file, parse_palette, resolve_palette, validate
+from charm_ros.runtime.health import ERROR, OK, WARN, ModalityHealth, PipelineHealth, assess
+from charm_ros.runtime.node_config import PARAMETERS, ConfigError, load_param_file, parse_palette, resolve_palette, validate
 from conftest import ROOT
 
 

@@ -18,7 +18,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
 from charm_core.data.synthetic import World
-from charm_ros.launcher import Launcher, NodeSpec, resolve_executable
+from charm_ros.tools.launcher import Launcher, NodeSpec, resolve_executable
 from conftest import NODES, ROOT
 
 MODALITIES = ("rgb", "depth", "event", "lidar")
@@ -268,7 +268,7 @@ def test_a_camera_info_latched_before_the_node_started_is_taken(frames_npz, rand
                                                                  rclpy_node):
     """A calibration published once, latched (transient local), before the node subscribed, as a static
     CameraInfo publisher does: without it depth cannot be encoded and the node would publish nothing."""
-    from charm_ros.conversions import k_to_camera_info
+    from charm_ros.msgs.conversions import k_to_camera_info
 
     data = np.load(frames_npz)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)

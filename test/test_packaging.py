@@ -64,7 +64,7 @@ def test_launch_py_compiles_and_references_real_executables_and_files(launch_fil
 
 @pytest.mark.parametrize("launch_file", LAUNCH_YAML, ids=lambda p: p.name)
 def test_launch_yaml_resolves(launch_file):
-    from charm_ros.launcher import load_launch_yaml
+    from charm_ros.tools.launcher import load_launch_yaml
 
     specs, _ = load_launch_yaml(launch_file)
     assert specs

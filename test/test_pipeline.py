@@ -5,8 +5,8 @@ import pytest
 from charm_core.data.synthetic import World
 from charm_core.encoders import Letterbox, scale_intrinsics
 from charm_core.inference import Predictor
-from charm_ros.pipeline import FrameSkipped, Pipeline, PipelineConfig, SensorSample
-from charm_ros.sync import Frame
+from charm_ros.runtime.pipeline import FrameSkipped, Pipeline, PipelineConfig, SensorSample
+from charm_ros.runtime.sync import Frame
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_a_binned_camera_info_describes_the_published_image(world_frame, predict
     its images are accepted, and give the masks of a camera calibrated at the published size."""
     from sensor_msgs.msg import CameraInfo
 
-    from charm_ros.conversions import numpy_to_image
+    from charm_ros.msgs.conversions import numpy_to_image
 
     full_K = world_frame.K.copy()
     full_K[:2] *= 2  # image_geometry's binning divides fx, fy, cx, cy by 2
@@ -110,7 +110,7 @@ def test_a_sensor_the_checkpoint_was_not_trained_with_is_refused_at_start(tmp_pa
 
     from charm_core.checkpoint import save_checkpoint
     from charm_core.model import ModelConfig, build_model
-    from charm_ros.node_config import load_param_file, validate
+    from charm_ros.runtime.node_config import load_param_file, validate
     from conftest import ROOT
 
     torch.manual_seed(0)
@@ -129,7 +129,7 @@ def test_a_sensor_the_checkpoint_was_not_trained_with_is_refused_at_start(tmp_pa
 def test_lidar_intensity_field_and_scale_parameters(predictor):
     """auto reads 'intensity' where present; a named field (an Ouster's uint16 reflectivity) must be in the
     cloud, else the cloud is rejected naming the fields it has; a scale maps raw values onto 0..1."""
-    from charm_ros.conversions import ConversionError
+    from charm_ros.msgs.conversions import ConversionError
     from test_conversions import F32, U16, cloud_msg
 
     points = [{"x": 5.0, "y": 1.0, "z": 0.5, "intensity": 0.25, "reflectivity": 600},
@@ -152,3 +152,35 @@ def test_lidar_intensity_field_and_scale_parameters(predictor):
     with pytest.raises(ConversionError, match=r"no field 'reflectivity' \(lidar.intensity_field\); "
                                               r"it has \['x', 'y', 'z'\]"):
         intensities(xyz_only, "reflectivity")
+
+
+def test_the_engine_counts_what_it_rejects_runs_and_leaves_out(world_frame, predictor):
+    """One accept -> due -> run loop for node and bag evaluator: rejections, frames and left-out sensors
+    are counted in the engine and show in its health."""
+    from charm_ros.msgs import conversions
+    from charm_ros.runtime.engine import Engine
+    from charm_ros.runtime.node_config import validate
+
+    engine = Engine(predictor, validate({"model.input_size": [64, 64], "depth.enabled": False,
+                                         "event.enabled": False}))
+    rgb = conversions.numpy_to_image(world_frame.rgb, "rgb8", frame_id="cam")
+    rgb.header.stamp.sec = 1
+    lidar = conversions.xyzi_to_pointcloud2(world_frame.lidar, frame_id="lidar")
+    lidar.header.stamp.sec = 1
+    broken = conversions.numpy_to_image(world_frame.rgb, "rgb8")
+    broken.data = bytes(broken.data[:100])
+    with pytest.raises(conversions.ConversionError):
+        engine.accept("rgb", broken, 1.0)
+    engine.accept("rgb", rgb, 1.0)
+    engine.accept("lidar", lidar, 1.0)
+    frames = engine.due(1.0)
+    assert [f.subset for f in frames] == [("rgb", "lidar")]
+    result = engine.run(frames[0], 1.0)
+    assert result.subset == ("rgb",), "no CameraInfo: LiDAR cannot be projected"
+    engine.published(result, 1.05)
+    c = engine.counters
+    assert c.rejected["rgb"] == 1 and c.in_frames == {"rgb": 1, "lidar": 1} and c.left_out_frames == {"lidar": 1}
+    health = engine.health(1.1, camera_info_topics=["/cam/info"])
+    by_name = {m.name: m for m in health.modalities}
+    assert health.frames == 1 and health.subset == ("rgb",)
+    assert by_name["rgb"].rejected == 1 and "CameraInfo topics: /cam/info" in by_name["lidar"].left_out

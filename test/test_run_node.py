@@ -113,7 +113,7 @@ def test_help_lists_the_parameters_and_stray_arguments_are_refused(executable, e
     and a stray argument both return at once, before any node starts (a stray one used to be ignored)."""
     import subprocess
 
-    from charm_ros.launcher import resolve_executable
+    from charm_ros.tools.launcher import resolve_executable
 
     exe = resolve_executable(executable)
     shown = subprocess.run([exe, "--ros-args", "-p", "x:=1", "--", "--help"], env=child_env, capture_output=True,

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from charm_core.modalities import MODALITIES, all_subsets
-from charm_ros.sync import Frame, ModalityConfig, SyncConfig, Synchronizer
+from charm_ros.runtime.sync import Frame, ModalityConfig, SyncConfig, Synchronizer
 
 TICK = 0.005  # the node's poll timer in these simulations
 

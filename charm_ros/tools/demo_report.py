@@ -23,10 +23,10 @@ from std_msgs.msg import String
 
 from charm_core.classes import DELIVER_CLASSES, colorize
 from charm_core.metrics import ConfusionMatrix
-from charm_ros import conversions
-from charm_ros.dropouts import Phase, parse_dropouts, phases
-from charm_ros.parameters import ParamSpec, declare
-from charm_ros.run_node import run_node
+from charm_ros.msgs import conversions
+from charm_ros.tools.dropouts import Phase, parse_dropouts, phases
+from charm_ros.runtime.parameters import ParamSpec
+from charm_ros.run_node import declare, run_node
 from charm_core.visualize import contact_sheet
 
 

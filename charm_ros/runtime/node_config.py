@@ -1,12 +1,12 @@
-"""The node's parameters: one table (name, default, description, whether it may change at run time)
-and a ROS-free validator that turns the values into a NodeConfig or a clear error.
+"""The charm node's parameters: one ParamSpec table (declared by the node, listed by --help and the
+README, documented in config/charm.param.yaml; tests keep all three in step) and a ROS-free validator
+that turns the values into a NodeConfig, the PipelineConfig included, or a clear error.
 
-The node declares every entry with a ParameterDescriptor built from this table, and config/charm.param.yaml
-documents the same names, so there is one source of truth (a test keeps the YAML in step).
+Code reads a plain parameter as `config["outputs.overlay_alpha"]`; only values that need parsing or
+cross-checks (sensors, sync, pipeline, palette) get a field of their own.
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +18,10 @@ import yaml
 from charm_core.encoders import SensorGeometry
 from charm_core.inference import PRECISIONS
 from charm_core.modalities import MODALITIES
-from charm_ros.parameters import ParamSpec
 from charm_ros.paths import share_path
-from charm_ros.sync import ModalityConfig, SyncConfig
+from charm_ros.runtime.parameters import ConfigError, ParamSpec
+from charm_ros.runtime.pipeline import PipelineConfig
+from charm_ros.runtime.sync import ModalityConfig, SyncConfig
 
 DEFAULT_CHECKPOINT = "models/charm_tiny_synthetic.safetensors"
 DEVICES = ("auto", "cpu", "cuda")
@@ -95,27 +96,19 @@ class NodeConfig:
     enabled: tuple[str, ...]
     topics: dict[str, str]
     camera_info_topics: dict[str, str]
-    lidar_intensity_field: str
-    lidar_intensity_scale: float
     sync: SyncConfig
-    checkpoint: str
-    device: str
-    precision: str
-    input_size: tuple[int, int] | None
-    geometry: SensorGeometry
+    pipeline: PipelineConfig   # input_size None = the checkpoint's (Pipeline.for_node resolves it)
+    checkpoint: str            # resolved path
     outputs: dict[str, bool]
-    overlay_alpha: float
-    min_confidence: float
     palette: np.ndarray | None  # Nx3 uint8, or None for the checkpoint's
-    input_depth: int
-    input_reliability: str
-    output_reliability: str
-    diagnostics_period: float
-    raw: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)  # every parameter, defaults filled in, checked
 
+    def __getitem__(self, name: str) -> Any:
+        return self.raw[name]
 
-class ConfigError(ValueError):
-    """A parameter value the node cannot run with; the message names the parameter."""
+    @property
+    def geometry(self) -> SensorGeometry:
+        return self.pipeline.geometry
 
 
 def validate(values: dict[str, Any]) -> NodeConfig:
@@ -124,8 +117,8 @@ def validate(values: dict[str, Any]) -> NodeConfig:
     if unknown:
         raise ConfigError(f"unknown parameters {unknown}")
     v = {name: values.get(name, spec.default) for name, spec in SPECS.items()}
-    for name in SPECS:
-        check_value(name, v[name])
+    for name, spec in SPECS.items():
+        spec.check(v[name])
 
     enabled = tuple(m for m in MODALITIES if v[f"{m}.enabled"])
     if not enabled:
@@ -151,24 +144,22 @@ def validate(values: dict[str, Any]) -> NodeConfig:
     rotation = transform[:3, :3]
     if not np.allclose(transform[3], [0, 0, 0, 1]) or not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-3):
         raise ConfigError("geometry.lidar_to_camera must be a rigid transform (orthonormal rotation, last row 0 0 0 1)")
+    pipeline = PipelineConfig(
+        input_size=None if size == [0, 0] else (size[0], size[1]),
+        geometry=SensorGeometry(camera_height=float(v["geometry.camera_height"]),
+                                camera_pitch=float(v["geometry.camera_pitch"]), T_cam_lidar=transform),
+        min_confidence=float(v["outputs.min_confidence"]),
+        lidar_intensity_field=v["lidar.intensity_field"].strip(),
+        lidar_intensity_scale=float(v["lidar.intensity_scale"]))
 
     return NodeConfig(
         enabled=enabled,
         topics={m: v[f"{m}.topic"] for m in MODALITIES},
         camera_info_topics={m: v[f"{m}.camera_info_topic"] for m in ("rgb", "depth")},
-        lidar_intensity_field=v["lidar.intensity_field"].strip(),
-        lidar_intensity_scale=float(v["lidar.intensity_scale"]),
-        sync=sync,
+        sync=sync, pipeline=pipeline,
         checkpoint=resolve_checkpoint(v["model.checkpoint"]),
-        device=v["model.device"], precision=v["model.precision"],
-        input_size=None if size == [0, 0] else (size[0], size[1]),
-        geometry=SensorGeometry(camera_height=float(v["geometry.camera_height"]),
-                                camera_pitch=float(v["geometry.camera_pitch"]), T_cam_lidar=transform),
         outputs={name: bool(v[f"outputs.{name}"]) for name in OUTPUTS},
-        overlay_alpha=float(v["outputs.overlay_alpha"]), min_confidence=float(v["outputs.min_confidence"]),
         palette=parse_palette(v["outputs.palette"]),
-        input_depth=int(v["qos.input_depth"]), input_reliability=v["qos.input_reliability"],
-        output_reliability=v["qos.output_reliability"], diagnostics_period=float(v["diagnostics.period"]),
         raw=v,
     )
 
@@ -199,31 +190,6 @@ def resolve_palette(configured: np.ndarray | None, checkpoint: np.ndarray) -> np
         raise ConfigError(f"outputs.palette has {len(configured)} colours, the checkpoint {len(checkpoint)} "
                           "classes: give one colour per class (or none for the checkpoint's)")
     return configured
-
-
-def check_value(name: str, value: Any) -> None:
-    """Validate one value against its spec (used at start and for run-time changes)."""
-    spec = SPECS[name]
-    default = spec.default
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    else:
-        ok = isinstance(value, (list, tuple))
-    if not ok:
-        raise ConfigError(f"parameter {name} must be of the type of {default!r}, got {value!r}")
-    if spec.choices and value not in spec.choices:
-        raise ConfigError(f"parameter {name} must be one of {list(spec.choices)}, got {value!r}")
-    if spec.minimum is not None and value < spec.minimum:
-        raise ConfigError(f"parameter {name} must be >= {spec.minimum}, got {value!r}")
-    if spec.maximum is not None and value > spec.maximum:
-        bound = f"<= {spec.maximum:g}" if spec.minimum is None else f"in [{spec.minimum:g}, {spec.maximum:g}]"
-        raise ConfigError(f"parameter {name} must be {bound}, got {value!r}")
 
 
 def load_param_file(path: str | Path, node_name: str = "charm") -> dict[str, Any]:

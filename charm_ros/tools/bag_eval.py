@@ -27,18 +27,18 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
-from charm_core.classes import colorize
 from charm_core.data.augment import resize
 from charm_core.inference import Predictor
 from charm_core.metrics import ConfusionMatrix
 from charm_core.modalities import all_subsets, subset_name
-from charm_ros import conversions
-from charm_ros.dropouts import Dropout, dropped_at, parse_dropouts
-from charm_ros.health import OFF_CLOCK_S, offset_text
-from charm_ros.node_config import NodeConfig, load_param_file, resolve_palette, validate
+from charm_ros.msgs import conversions
+from charm_ros.msgs.outputs import OUTPUT_TYPES, output_messages
 from charm_ros.paths import share_path
-from charm_ros.pipeline import FrameSkipped, Pipeline, Result
-from charm_ros.sync import Synchronizer
+from charm_ros.runtime.engine import Engine
+from charm_ros.runtime.health import OFF_CLOCK_S, offset_text
+from charm_ros.runtime.node_config import NodeConfig, load_param_file, validate
+from charm_ros.runtime.pipeline import FrameSkipped, Result
+from charm_ros.tools.dropouts import Dropout, dropped_at, parse_dropouts
 
 TOPIC_KEYS = ("rgb", "depth", "event", "lidar", "rgb_info", "depth_info", "gt")
 DEFAULT_TOPICS = {
@@ -185,12 +185,11 @@ def read_in_stamp_order(bag: Path, topics: set[str], window_s: float = 1.0, coun
 
 
 class BagEvaluator:
-    """Feeds bag messages through the node's Pipeline + Synchronizer; collects per-subset statistics."""
+    """Drives the node's Engine with bag messages, the stamps as the clock; collects every result."""
 
     def __init__(self, predictor: Predictor, config: NodeConfig, topics: dict[str, str | None],
                  drop: list[Dropout] | None = None) -> None:
-        self.pipeline = Pipeline.for_node(predictor, config)
-        self.sync = Synchronizer(config.sync)
+        self.engine = Engine(predictor, config)
         self.enabled = config.enabled
         self.topics = {k: v for k, v in topics.items() if v}
         self.by_topic = {v: k for k, v in self.topics.items()}
@@ -198,13 +197,7 @@ class BagEvaluator:
         self.num_classes = len(predictor.class_names)
         self.gt: dict[int, np.ndarray] = {}
         self.results: list[Result] = []
-        self.rejected: Counter = Counter()
-        self.reasons: dict[str, str] = {}
         self.dropped_by_schedule: Counter = Counter()
-        self.skipped = 0
-        self.in_frames: Counter = Counter()    # sensor -> frames it went into (a slower one serves several)
-        self.left_out: Counter = Counter()     # sensor -> frames that had it but could not use it
-        self.left_out_why: dict[str, str] = {}
         self.first_stamp: int | None = None
         self.clock = -float("inf")   # the replay clock: the newest replay time seen (s)
         self.lags: dict[str, list[float]] = {}  # sensor -> receive time minus stamp (s) of its messages
@@ -213,8 +206,8 @@ class BagEvaluator:
         """One message in replay order (see read_in_stamp_order); returns the frames processed because of it.
 
         The clock advances only when a newer replay time (default: the stamp) arrives, and the
-        synchronizer is polled then, so all messages of one instant are in before any frame of that
-        instant fires (as with a live rig whose sensors publish together)."""
+        engine is asked for frames then, so all messages of one instant are in before any frame of
+        that instant fires (as with a live rig whose sensors publish together)."""
         key = self.by_topic.get(topic)
         stamp = stamp_ns(msg)
         if self.first_stamp is None:
@@ -225,53 +218,42 @@ class BagEvaluator:
         at = (stamp if at_ns is None else at_ns) * 1e-9
         if at > self.clock:
             self.clock = at
-            done = self._process(self.sync.poll(self.clock))
-        if key == "gt":
-            self.gt[stamp] = conversions.image_to_numpy(msg)
-        elif key in ("rgb_info", "depth_info"):
-            try:
-                self.pipeline.accept_camera_info(key.split("_")[0], msg)
-            except (conversions.ConversionError, ValueError) as exc:
-                self._reject(key, str(exc))
-        elif key in self.enabled:
-            if key in dropped_at(self.drop, (stamp - self.first_stamp) * 1e-9):
-                self.dropped_by_schedule[key] += 1
-                return done
-            try:
-                sample = self.pipeline.accept(key, msg)
-            except (conversions.ConversionError, ValueError) as exc:
-                self._reject(key, str(exc))
-                return done
-            self.sync.add(key, sample.stamp, sample, self.clock)
+            done = self._run(self.engine.due(self.clock))
+        try:
+            if key == "gt":
+                self.gt[stamp] = conversions.image_to_numpy(msg)
+            elif key in ("rgb_info", "depth_info"):
+                self.engine.accept_camera_info(key.split("_")[0], msg)
+            elif key in self.enabled:
+                if key in dropped_at(self.drop, (stamp - self.first_stamp) * 1e-9):
+                    self.dropped_by_schedule[key] += 1
+                else:
+                    self.engine.accept(key, msg, self.clock)
+        except conversions.ConversionError:
+            pass  # counted by the engine, reported per sensor
         return done
+
+    @property
+    def rejected(self) -> Counter:
+        """Messages rejected per sensor, and per camera's CameraInfo (`rgb_info`)."""
+        c = self.engine.counters
+        counts = Counter({m: n for m, n in c.rejected.items() if n})
+        counts.update({f"{m}_info": n for m, n in c.info_rejected.items() if n})
+        return counts
 
     def finish(self) -> list[Result]:
         """End of the bag: let pending timeouts expire, then release what is still buffered."""
-        done = self._process(self.sync.poll(self.clock + self.sync.config.timeout))
-        return done + self._process(self.sync.flush())
+        return self._run(self.engine.flush(self.clock + self.engine.config.sync.timeout))
 
-    def _reject(self, key: str, reason: str) -> None:
-        self.rejected[key] += 1
-        self.reasons[key] = reason
-
-    def _process(self, frames) -> list[Result]:
+    def _run(self, frames) -> list[Result]:
         done = []
         for frame in frames:
-            self.in_frames.update(frame.data.keys())
             try:
-                result = self.pipeline.process(frame)
-            except FrameSkipped as exc:
-                self.skipped += 1
-                self._leave_out({m: str(exc) for m in frame.data})
+                done.append(self.engine.run(frame, self.clock))
+            except FrameSkipped:
                 continue
-            self._leave_out(result.skipped)
-            self.results.append(result)
-            done.append(result)
+        self.results.extend(done)
         return done
-
-    def _leave_out(self, why: dict[str, str]) -> None:
-        self.left_out.update(why.keys())
-        self.left_out_why.update(why)
 
     def report(self, wall_s: float, messages: Counter) -> BagReport:
         subsets: dict[str, SubsetStats] = {}
@@ -296,37 +278,35 @@ class BagEvaluator:
             stats.confusion.update(r.labels, truth)
             overall.confusion.update(r.labels, truth)
         ordered = {subset_name(s): subsets[subset_name(s)] for s in all_subsets() if subset_name(s) in subsets}
-        used = {m: (st.received, self.in_frames[m]) for m, st in self.sync.stats().items()}
+        c = self.engine.counters
+        used = {m: (st.received, c.in_frames[m]) for m, st in self.engine.sync.stats().items()}
         lags = {m: float(np.median(v)) for m, v in self.lags.items()}
-        reference = next((m for m in self.sync.config.modalities if m.name in lags), None)
+        reference = next((m for m in self.engine.config.sync.modalities if m.name in lags), None)
         offsets = {} if reference is None else {m: lags[reference.name] - lag for m, lag in lags.items()
                                                 if m != reference.name}
-        left_out = {m: (n, self.left_out_why[m]) for m, n in self.left_out.items()}
-        return BagReport(ordered, overall, messages, self.rejected, self.reasons, self.dropped_by_schedule,
-                         self.skipped, unmatched, wall_s, used, offsets, reference and reference.name, left_out)
+        left_out = {m: (n, c.left_out[m][1]) for m, n in c.left_out_frames.items()}
+        reasons = {m: why for m, why in c.last_error.items() if why}
+        reasons.update({f"{m}_info": why for m, why in c.info_error.items() if why})
+        return BagReport(ordered, overall, messages, self.rejected, reasons, self.dropped_by_schedule,
+                         c.frames_skipped, unmatched, wall_s, used, offsets, reference and reference.name, left_out)
+
+
+PREDICTION_OUTPUTS = ("mask", "color_mask", "camera_info")  # written as /charm/<name>
 
 
 def write_predictions(out: Path, results: list[Result], palette: np.ndarray, storage: str = "mcap") -> None:
-    """/charm/mask (mono8), /charm/color_mask (rgb8) and /charm/camera_info, stamped like the inputs."""
+    """/charm/mask (mono8), /charm/color_mask (rgb8) and /charm/camera_info, built as the node builds them."""
     from rclpy.serialization import serialize_message
 
     typestore = get_typestore(Stores.ROS2_KILTED)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     with Writer(out, version=8, storage_plugin=plugin) as writer:
-        conns = {
-            "mask": writer.add_connection("/charm/mask", "sensor_msgs/msg/Image", typestore=typestore),
-            "color": writer.add_connection("/charm/color_mask", "sensor_msgs/msg/Image", typestore=typestore),
-            "info": writer.add_connection("/charm/camera_info", "sensor_msgs/msg/CameraInfo", typestore=typestore),
-        }
+        conns = {name: writer.add_connection(f"/charm/{name}", f"sensor_msgs/msg/{OUTPUT_TYPES[name]}",
+                                             typestore=typestore) for name in PREDICTION_OUTPUTS}
         for r in results:
-            header = r.frame.data[r.frame.reference].header
             t = stamp_ns(r.frame.data[r.frame.reference])
-            writer.write(conns["mask"], t, serialize_message(conversions.numpy_to_image(r.labels, "mono8", header)))
-            writer.write(conns["color"], t, serialize_message(
-                conversions.numpy_to_image(colorize(r.labels, palette), "rgb8", header)))
-            if r.K is not None:
-                writer.write(conns["info"], t, serialize_message(
-                    conversions.k_to_camera_info(r.K, r.labels.shape[:2], header)))
+            for name, msg in output_messages(r, PREDICTION_OUTPUTS, palette).items():
+                writer.write(conns[name], t, serialize_message(msg))
 
 
 def load_topics(args: argparse.Namespace) -> dict[str, str | None]:
@@ -372,7 +352,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.write_predictions and args.write_predictions.exists():
             raise FileExistsError(f"{args.write_predictions} exists")
         evaluator = BagEvaluator(predictor, config, topics, drop)
-        palette = resolve_palette(config.palette, predictor.palette)
         total = count_messages(args.bag, set(evaluator.topics.values()))
     except AnyReaderError as exc:
         parser.error(f"cannot read the bag {args.bag}: {exc}")
@@ -399,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report.as_dict(), indent=2))
     if args.write_predictions:
-        write_predictions(args.write_predictions, evaluator.results, palette, args.storage)
+        write_predictions(args.write_predictions, evaluator.results, evaluator.engine.palette, args.storage)
         print(f"wrote predictions to {args.write_predictions}")
     return 0
 

@@ -6,17 +6,19 @@ masks on- and offline. Nothing here imports rclpy.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from charm_core.encoders import FrameEncoder, SensorGeometry, frame_to_network, scale_intrinsics
 from charm_core.inference import Predictor
 from charm_core.modalities import MODALITIES
-from charm_ros import conversions
-from charm_ros.node_config import NodeConfig
-from charm_ros.sync import Frame
+from charm_ros.msgs import conversions
+from charm_ros.runtime.sync import Frame
+
+if TYPE_CHECKING:
+    from charm_ros.runtime.node_config import NodeConfig
 
 # Sensors whose encoding needs camera intrinsics (back-projection / projection).
 NEEDS_CAMERA = ("depth", "lidar")
@@ -41,18 +43,11 @@ class CameraModel:
 
 @dataclass
 class PipelineConfig:
-    input_size: tuple[int, int] = (256, 256)
+    input_size: tuple[int, int] | None = (256, 256)  # None: the checkpoint's (see Pipeline.for_node)
     geometry: SensorGeometry = field(default_factory=SensorGeometry)
     min_confidence: float = 0.0  # pixels below it become 255 (no data) on ~/mask
     lidar_intensity_field: str = "auto"  # see the lidar.intensity_field parameter
     lidar_intensity_scale: float = 0.0   # see the lidar.intensity_scale parameter
-
-    @classmethod
-    def for_node(cls, config: NodeConfig, input_size: tuple[int, int]) -> PipelineConfig:
-        """The node parameters' part of it: at start, and again on every run-time parameter change."""
-        return cls(input_size=tuple(input_size), geometry=config.geometry, min_confidence=config.min_confidence,
-                   lidar_intensity_field=config.lidar_intensity_field,
-                   lidar_intensity_scale=config.lidar_intensity_scale)
 
 
 @dataclass
@@ -92,8 +87,8 @@ class Pipeline:
                              f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} enabled: set "
                              f"{', '.join(f'{m}.enabled' for m in unknown)} to false, or use a checkpoint trained "
                              "with them")
-        size = config.input_size or tuple(predictor.info.provenance.get("input_size", DEFAULT_INPUT_SIZE))
-        return cls(predictor, PipelineConfig.for_node(config, size))
+        size = config.pipeline.input_size or tuple(predictor.info.provenance.get("input_size", DEFAULT_INPUT_SIZE))
+        return cls(predictor, replace(config.pipeline, input_size=tuple(size)))
 
     def set_camera(self, modality: str, K: np.ndarray, hw: tuple[int, int]) -> None:
         """Latest CameraInfo of the rgb or depth camera."""

@@ -4,7 +4,7 @@
 this. It reads the ROS 2 YAML launch format (the subset: `arg`, `node` with pkg/exec/name/
 namespace/param/remap/args/on_exit, `executable` with cmd/name/on_exit), so the same file also works with `ros2 launch` on a real install:
 
-    python -m charm_ros.launcher launch/sim_demo.launch.yaml duration:=40 --timeout 60
+    python -m charm_ros.tools.launcher launch/sim_demo.launch.yaml duration:=40 --timeout 60
 
 Children run in their own sessions; SIGINT/SIGTERM to the launcher are forwarded as SIGINT, then
 escalated to SIGTERM and SIGKILL after `stop_timeout`, so no node outlives the launcher.
@@ -26,7 +26,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from charm_ros.env import clear_stale_shm, ros_environment
+from charm_ros.tools.env import clear_stale_shm, ros_environment
 from charm_ros.paths import PACKAGE, share_dir
 
 
@@ -225,7 +225,7 @@ def load_launch_yaml(path: str | Path, overrides: dict[str, str] | None = None
 def parse_command_line(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[NodeSpec]]:
     """Options and launch arguments in any order (`make demo` puts name:=value after --timeout), and
     the nodes of the launch file; exits 2 with the reason on a bad command line or launch file."""
-    parser = argparse.ArgumentParser(prog="python -m charm_ros.launcher", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m charm_ros.tools.launcher", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("launch_file", help="ROS 2 YAML launch file")
     parser.add_argument("launch_args", nargs="*", metavar="name:=value", help="launch arguments")

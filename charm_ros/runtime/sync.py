@@ -1,46 +1,19 @@
 """Approximate-time synchronizer over whichever sensors are alive (DESIGN.md §9), free of ROS.
 
-The live node and the offline bag evaluator drive it the same way -- add() per message, poll() for
-ready frames -- so the same stamps give the same frames in both. Times are float seconds: `stamp`
-is a header stamp, `now` the node clock (the bag evaluator passes the stamp itself as `now`).
-
-How a frame is formed:
-- The reference is the first modality of the configured priority list that is alive (accepted a
-  message within its `stale_timeout`). Each of its messages newer than the last frame fires at most
-  one Frame, oldest first, unless it already went into one as a partner (when the reference before
-  it died); a message that is still waiting holds back the newer ones.
-- For every other alive modality it takes the buffered message closest to the reference stamp within
-  `max_skew`, and waits -- never longer than `timeout` after the reference arrived -- while a closer
-  partner can still come: the modality has sent nothing at or after the reference stamp yet and its
-  next message (expected one smoothed period after its newest, or unknown before it has a rate)
-  would land in the window, closer than what is here. A frame is released as soon as nothing
-  closer can come rather than after `timeout`.
-- A partner message may serve several reference messages: a sensor slower than the reference goes
-  into every frame it is within `max_skew` of, as the nearest of its messages. A 30 Hz camera with a
-  10 Hz LiDAR and the default `max_skew` (50 ms) gives every frame both, each with the LiDAR sweep
-  nearest to it, rather than one frame in three with the LiDAR and the subset flickering.
-- A modality that is not alive never makes anyone wait; its buffered messages still match if close.
-  At `timeout` a frame fires with what matched. A partner that arrives more than `timeout` after
-  its reference never matches and delays every frame by `timeout`: raise `timeout` (or fix its
-  stamps) for such a sensor.
-- Reference messages that went into a frame, partner messages older than one that did, and messages
-  older than the last frame's stamp minus `max_skew` are discarded (counted `dropped` if no frame
-  used them: `used` counts each message once, however many frames it went into). A repeated stamp is a
-  duplicate; a stamp older than the modality's last consumed one is out of order; from a sensor
-  below the reference in priority, a stamp older than the last frame's stamp minus `max_skew` minus
-  `timeout` is too old (no wait could have matched it: zero stamps, a device clock). None of these
-  refreshes liveness, so a sensor repeating a frozen frame or stamping in another clock goes stale
-  instead of making every frame wait for it; `last_refused` and `lag` (arrival minus stamp) say
-  why. A sensor above the reference is never judged by its frames, so a lower-priority sensor whose
-  clock runs ahead cannot lock the proper reference out: it takes over, and frames start from its
-  own stamps when the previous ones ran more than `jump_back_tolerance` ahead. A sensor whose stamps
-  run ahead of the reference's by more than `max_skew` stays alive but matches nothing: unmatched()
-  names it once it has gone into no frame for a while. A backwards jump of `now` or of one
-  modality's stamps beyond `jump_back_tolerance` (bag loop, sim-time restart) clears all buffers;
-  modalities alive before a jump of `now` stay alive across it.
-
-The node calls poll() after every add() and on a timer well under `timeout` so that timeouts fire;
-it owns the locking (no threads here). Cost per call is O(modalities * buffer_size^2), buffers are small.
+add() per message, poll() for ready frames; times are float seconds (`stamp` a header stamp, `now`
+the driver's clock), so the node and the bag evaluator get the same frames from the same stamps.
+- The reference is the first alive sensor (a message within its `stale_timeout`) of the priority
+  list; each of its messages fires at most one Frame, oldest first.
+- Every other alive sensor contributes its buffered message nearest the reference stamp within
+  `max_skew`; the frame waits, at most `timeout`, only while a closer partner can still come. A
+  partner message may serve several frames (a slower sensor goes into every frame it is nearest to).
+- Stamps that repeat, go back, or are too old for any frame that can still fire do not refresh
+  liveness, so such a sensor goes stale instead of making frames wait; a sensor whose stamps run
+  ahead matches nothing and is reported by unmatched(). Stamps are judged against a higher-priority
+  reference only, so a lower-priority sensor on another clock cannot lock the reference out.
+- A backwards jump of `now` or of one sensor's stamps (bag loop, sim-time restart) clears the buffers.
+The caller owns the locking (no threads here). Cost per call is O(sensors * buffer_size^2).
+The rules in full, with the cases behind them: docs/history.md ("Synchronizer rules").
 """
 from __future__ import annotations
 

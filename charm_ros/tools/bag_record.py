@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from charm_core.data.synthetic import CASES, CONDITIONS, World
 from charm_core.modalities import MODALITIES
-from charm_ros.dropouts import dropped_at, parse_dropouts
-from charm_ros.sim_rig import DEPTH_ENCODINGS, RGB_ENCODINGS, RigEncoding, frame_messages
+from charm_ros.tools.dropouts import dropped_at, parse_dropouts
+from charm_ros.tools.sim_rig import DEPTH_ENCODINGS, RGB_ENCODINGS, RigEncoding, frame_messages
 
 RIG_PREFIX = "/sim_rig/"
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}

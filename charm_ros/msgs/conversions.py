@@ -2,7 +2,7 @@
 
 cv_bridge and sensor_msgs_py are not installable here, so this module reproduces their semantics
 (imgmsg_to_cv2 "passthrough", read_points) in plain numpy; CompressedImage (image_transport's
-compressed / compressedDepth) is decoded by `charm_ros.compressed`. It reads any object with the
+compressed / compressedDepth) is decoded by `charm_ros.msgs.compressed`. It reads any object with the
 message's field names: rclpy messages (`data` an array.array) and `rosbags` messages (`data` a
 numpy uint8 array) alike, which is what lets the live node and the offline evaluator share one decoder.
 Only the publishing side (numpy -> message) needs sensor_msgs, imported when it is called.
@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from charm_ros import compressed
+from charm_ros.msgs import compressed
 
 _NATIVE_BIG = sys.byteorder == "big"
 

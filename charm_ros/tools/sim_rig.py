@@ -23,10 +23,10 @@ from std_msgs.msg import Header, String
 
 from charm_core.data.synthetic import CASES, CONDITIONS, SensorFrame, World
 from charm_core.modalities import MODALITIES
-from charm_ros import conversions
-from charm_ros.dropouts import dropped_at, parse_dropouts
-from charm_ros.parameters import ParamSpec, declare
-from charm_ros.run_node import run_node
+from charm_ros.msgs import conversions
+from charm_ros.tools.dropouts import dropped_at, parse_dropouts
+from charm_ros.runtime.parameters import ParamSpec
+from charm_ros.run_node import declare, run_node
 
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
 RGB_ENCODINGS = ("rgb8", "bgr8")
@@ -81,7 +81,7 @@ RIG_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("size", [256, 256], "image [height, width]"),
     ParamSpec("fps", 10.0, "frames per second (render rate)"),
     ParamSpec("condition", "sun", "weather / light", choices=CONDITIONS),
-    ParamSpec("case", "", f"sensor failure: '' or one of {', '.join(CASES)}"),
+    ParamSpec("case", "", "sensor failure ('' = none)", choices=("", *CASES)),
     ParamSpec("dropouts", "", "e.g. 'depth:5-10,rgb:12-20' (seconds since start)"),
     *[ParamSpec(f"{m}.rate", 0.0, f"{m} publish rate (Hz, <= fps); 0 = fps") for m in MODALITIES],
     ParamSpec("depth_encoding", "32FC1", "32FC1 (m) or 16UC1 (mm)", choices=DEPTH_ENCODINGS),
@@ -89,7 +89,7 @@ RIG_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("frame_id", "camera_optical_frame", "frame of the camera images"),
     ParamSpec("lidar_frame_id", "lidar", "frame of the point cloud"),
     ParamSpec("duration", 0.0, "stop after this many seconds (0 = run until shut down)"),
-    ParamSpec("start_delay", 0.0, "seconds to wait before the first frame (lets subscribers start)"),
+    ParamSpec("start_delay", 0.0, "seconds to wait before the first frame (lets subscribers start)", minimum=0.0),
 )
 
 
@@ -105,7 +105,7 @@ class SimRig(Node):
                                     lidar_frame_id=p["lidar_frame_id"])
         self.duration = p["duration"]
         start_delay = p["start_delay"]
-        self._validate(size, condition, case, start_delay)
+        self._validate(size)
 
         self.world = World(seed=seed, size_hw=(size[0], size[1]), condition=condition, case=case or None,
                            fps=self.fps)
@@ -121,18 +121,13 @@ class SimRig(Node):
         self.get_logger().info(f"synthetic rig: seed {seed}, {size[1]}x{size[0]} @ {self.fps} Hz, {condition}"
                                f"{'/' + case if case else ''}, dropouts: {schedule or 'none'}")
 
-    def _validate(self, size: list[int], condition: str, case: str, start_delay: float) -> None:
+    def _validate(self, size: list[int]) -> None:
+        """What the specs cannot say alone: the size's shape, and rates relative to fps."""
         problems = []
         if len(size) != 2 or min(size) < 16:
             problems.append(f"size must be [height, width] >= 16, got {size}")
         if self.fps <= 0:
             problems.append("fps must be > 0")
-        if start_delay < 0:
-            problems.append("start_delay must be >= 0")
-        if condition not in CONDITIONS:
-            problems.append(f"condition must be one of {CONDITIONS}, got {condition!r}")
-        if case and case not in CASES:
-            problems.append(f"case must be '' or one of {CASES}, got {case!r}")
         bad_rates = [m for m, r in self.rates.items() if not 0 < r <= self.fps]
         if bad_rates:
             problems.append(f"rates of {bad_rates} must be in (0, fps]")

@@ -1,0 +1,1 @@
+"""ROS messages <-> numpy: sensor conversions, compressed transports, and the output messages."""

@@ -1,0 +1,1 @@
+"""Command-line tools: launcher, DDS environment, synthetic sensor rig, demo report, rosbag record / eval / play."""
