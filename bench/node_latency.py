@@ -119,7 +119,8 @@ def standalone_forward(checkpoint: str, frames: Path, subset: tuple[str, ...], r
     from charm_core.inference import Predictor
     from charm_ros.runtime.pipeline import Pipeline, SensorSample
     from charm_ros.runtime.sync import Frame
-    from charm_ros.runtime.node_config import load_param_file, validate
+    from charm_ros.runtime.node_config import validate
+    from charm_ros.runtime.parameters import load_param_file
 
     cfg = validate(load_param_file(ROOT / "config" / "charm.param.yaml"))
     data = dict(np.load(frames))

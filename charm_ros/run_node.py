@@ -20,12 +20,13 @@ import sys
 from typing import Any, Callable, Iterable
 
 import rclpy
+import yaml
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 
-from charm_ros.runtime.parameters import ParamSpec, help_text
+from charm_ros.runtime.parameters import ConfigError, ParamSpec, check_all, help_text, load_param_file
 
 WAKE_S = 0.2  # longest wait before a pending signal is acted on
 CLEANUP_TIMEOUT_S = 4.0  # a clean stop takes well under 1 s; launchers escalate to SIGTERM after 5 s
@@ -57,18 +58,71 @@ def command_line_exit(argv: list[str], name: str, parameters: Iterable[ParamSpec
     return None
 
 
-def declare(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Any]:
-    """Declare every parameter (read-only unless dynamic), check each against its spec, and return
-    {name: value} as given at start; a bad value raises ConfigError (the node exits 2 naming it)."""
+def declare(node: Node, specs: Iterable[ParamSpec], argv: list[str] | None = None) -> dict[str, Any]:
+    """Declare every parameter (read-only unless dynamic) and return {name: value} as given at start,
+    each checked against its spec. Types are checked here rather than by rclpy, so `-p fps:=5` is the
+    float 5.0 and a string for a number is one clear line. Raises one ConfigError listing every bad
+    value, and every `-p` that rcl dropped (it keeps a params file's value over a later `-p` of
+    another type)."""
     from rcl_interfaces.msg import ParameterDescriptor
 
-    values = {}
+    specs = list(specs)
     for spec in specs:
         node.declare_parameter(spec.name, spec.default, ParameterDescriptor(
-            description=spec.description, read_only=not spec.dynamic))
-        values[spec.name] = node.get_parameter(spec.name).value
-        spec.check(values[spec.name])
+            description=spec.description, read_only=not spec.dynamic, dynamic_typing=True))
+    given = {spec.name: node.get_parameter(spec.name).value for spec in specs}
+    dropped = [f"parameter {name}: -p {name}:={text} was not applied (the value in effect is {given[name]!r}, "
+               "from a params file: give a value of the same type)"
+               for name, (text, value) in _last_overrides(sys.argv if argv is None else argv, node.get_name()).items()
+               if name in given and not _same(given[name], text, value)]
+    try:
+        values = check_all(specs, given)
+    except ConfigError as exc:
+        raise ConfigError("\n".join([str(exc), *dropped])) from None
+    if dropped:
+        raise ConfigError("\n".join(dropped))
     return values
+
+
+def _same(given: Any, text: str, value: Any) -> bool:
+    """Whether the value in effect is the `-p` one (YAML reads 1e-3 as a string, rcl as a float)."""
+    if given == value:
+        return True
+    try:
+        return isinstance(given, float) and float(text) == given
+    except ValueError:
+        return False
+
+
+def _last_overrides(argv: list[str], node_name: str) -> dict[str, tuple[str, Any]]:
+    """{name: (text, value)} of each `-p name:=value` in the ROS arguments that no later params file
+    overrides, parsed as rcl parses it (YAML)."""
+    out: dict[str, tuple[str, Any]] = {}
+    in_ros, i = False, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--ros-args":
+            in_ros = True
+        elif arg == "--":
+            in_ros = False
+        elif in_ros and arg in ("-p", "--param") and i + 1 < len(argv):
+            i += 1
+            target, sep, text = argv[i].partition(":=")
+            node, _, name = target.rpartition(":")
+            if sep and node in ("", node_name):
+                try:
+                    out[name] = (text, yaml.safe_load(text))
+                except yaml.YAMLError:
+                    out[name] = (text, text)
+        elif in_ros and arg == "--params-file" and i + 1 < len(argv):
+            i += 1
+            try:
+                for name in load_param_file(argv[i], node_name):
+                    out.pop(name, None)
+            except (OSError, ValueError, yaml.YAMLError):
+                pass  # rcl reports an unreadable file itself
+        i += 1
+    return out
 
 
 def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = None,

@@ -25,7 +25,8 @@ from charm_ros.tools.bag_eval import (DEFAULT_TOPICS, BagEvaluator, count_messag
 from charm_ros.tools.bag_play import main as bag_play_main
 from charm_ros.tools.bag_record import RIG_PREFIX, record
 from charm_ros.tools.dropouts import parse_dropouts
-from charm_ros.runtime.node_config import load_param_file, validate
+from charm_ros.runtime.node_config import validate
+from charm_ros.runtime.parameters import load_param_file
 from charm_ros.tools.sim_rig import RigEncoding, frame_messages
 from conftest import ROOT
 

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from charm_ros.runtime.health import ERROR, OK, WARN, ModalityHealth, PipelineHealth, assess
-from charm_ros.runtime.node_config import PARAMETERS, ConfigError, load_param_file, parse_palette, resolve_palette, validate
+from charm_ros.runtime.node_config import PARAMETERS, ConfigError, parse_palette, resolve_palette, validate
+from charm_ros.runtime.parameters import load_param_file
 from conftest import ROOT
 
 

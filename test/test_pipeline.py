@@ -110,7 +110,8 @@ def test_a_sensor_the_checkpoint_was_not_trained_with_is_refused_at_start(tmp_pa
 
     from charm_core.checkpoint import save_checkpoint
     from charm_core.model import ModelConfig, build_model
-    from charm_ros.runtime.node_config import load_param_file, validate
+    from charm_ros.runtime.node_config import validate
+    from charm_ros.runtime.parameters import load_param_file
     from conftest import ROOT
 
     torch.manual_seed(0)

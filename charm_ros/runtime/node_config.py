@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from charm_core.encoders import SensorGeometry
 from charm_core.inference import PRECISIONS
 from charm_core.modalities import MODALITIES
 from charm_ros.paths import share_path
-from charm_ros.runtime.parameters import ConfigError, ParamSpec
+from charm_ros.runtime.parameters import ConfigError, ParamSpec, check_all
 from charm_ros.runtime.pipeline import PipelineConfig
 from charm_ros.runtime.sync import ModalityConfig, SyncConfig
 
@@ -116,9 +115,7 @@ def validate(values: dict[str, Any]) -> NodeConfig:
     unknown = sorted(set(values) - set(SPECS))
     if unknown:
         raise ConfigError(f"unknown parameters {unknown}")
-    v = {name: values.get(name, spec.default) for name, spec in SPECS.items()}
-    for name, spec in SPECS.items():
-        spec.check(v[name])
+    v = check_all(PARAMETERS, values)
 
     enabled = tuple(m for m in MODALITIES if v[f"{m}.enabled"])
     if not enabled:
@@ -190,29 +187,6 @@ def resolve_palette(configured: np.ndarray | None, checkpoint: np.ndarray) -> np
         raise ConfigError(f"outputs.palette has {len(configured)} colours, the checkpoint {len(checkpoint)} "
                           "classes: give one colour per class (or none for the checkpoint's)")
     return configured
-
-
-def load_param_file(path: str | Path, node_name: str = "charm") -> dict[str, Any]:
-    """Flat {dotted.name: value} from a ROS 2 parameter file (`/**` and `<node_name>` sections merged),
-    so tools outside ROS (the bag evaluator) run with exactly the node's parameters."""
-    doc = yaml.safe_load(Path(path).read_text()) or {}
-    values: dict[str, Any] = {}
-    for section in ("/**", node_name, f"/{node_name}"):
-        params = (doc.get(section) or {}).get("ros__parameters", {})
-        values.update(_flatten(params))
-    if not values:
-        raise ConfigError(f"{path}: no ros__parameters for '/**' or '{node_name}'")
-    return values
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def resolve_checkpoint(path: str) -> str:

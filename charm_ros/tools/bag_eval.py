@@ -36,7 +36,8 @@ from charm_ros.msgs.outputs import OUTPUT_TYPES, output_messages
 from charm_ros.paths import share_path
 from charm_ros.runtime.engine import Engine
 from charm_ros.runtime.health import OFF_CLOCK_S, offset_text
-from charm_ros.runtime.node_config import NodeConfig, load_param_file, validate
+from charm_ros.runtime.node_config import NodeConfig, validate
+from charm_ros.runtime.parameters import load_param_file
 from charm_ros.runtime.pipeline import FrameSkipped, Result
 from charm_ros.tools.dropouts import Dropout, dropped_at, parse_dropouts
 

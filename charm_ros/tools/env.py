@@ -6,6 +6,10 @@ stops multicast discovery leaving the host, and the Fast DDS profile adds a 32 M
 segment (the 512 KB default silently drops best-effort images) and loopback-only UDP.
 
     python -m charm_ros.env [--domain-id N] -- CMD ARGS...   run CMD in that environment
+
+The ROS_DOMAIN_ID is --domain-id, else an exported ROS_DOMAIN_ID, else DEFAULT_DOMAIN_ID (ROS 2's own
+default, 0), so two terminals that run the wrapper meet, and so does a plain ROS 2 shell. Tests pass a
+domain of their own to each test.
 """
 from __future__ import annotations
 
@@ -26,16 +30,18 @@ def fastdds_profile() -> Path:
     return share_path("config", "fastdds.xml")
 
 
-def pick_domain_id(seed: int | None = None) -> int:
-    """A ROS_DOMAIN_ID in 10..99 derived from the process id, so concurrent runs do not meet."""
-    seed = os.getpid() if seed is None else seed
+DEFAULT_DOMAIN_ID = 0
+
+
+def pick_domain_id(seed: int) -> int:
+    """A ROS_DOMAIN_ID in 10..99 from `seed`, for runs that must not meet (one per test)."""
     return 10 + seed % 90
 
 
 def ros_environment(domain_id: int | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
     """Return a copy of `base` (default: os.environ) with the DDS settings of this package applied.
 
-    An explicit `domain_id` wins; otherwise an already set ROS_DOMAIN_ID is kept, else one is picked.
+    An explicit `domain_id` wins; otherwise an exported ROS_DOMAIN_ID is kept, else DEFAULT_DOMAIN_ID.
     """
     env = dict(os.environ if base is None else base)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -45,7 +51,7 @@ def ros_environment(domain_id: int | None = None, base: dict[str, str] | None = 
     if domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(domain_id)
     else:
-        env.setdefault("ROS_DOMAIN_ID", str(pick_domain_id()))
+        env.setdefault("ROS_DOMAIN_ID", str(DEFAULT_DOMAIN_ID))
     env.setdefault("PYTHONUNBUFFERED", "1")
     # Nodes share the cores with other nodes: OpenMP threads that spin while waiting make small torch ops
     # up to 100x slower under contention; passive waiting keeps inference latency stable.
@@ -110,7 +116,7 @@ def clear_stale_shm(shm_dir: Path = SHM_DIR) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m charm_ros.env", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: kept or picked)")
+    parser.add_argument("--domain-id", type=int, default=None, help=f"ROS_DOMAIN_ID (default: the exported one, else {DEFAULT_DOMAIN_ID})")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="command to run (after --)")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
