@@ -22,7 +22,7 @@ test: venv
 # The demo report ends the run; DEMO_TIMEOUT (s) is the safety net, to raise for a longer duration:=.
 DEMO_TIMEOUT ?= 150
 demo: venv
-	$(RUN_ROS) $(VENV)/bin/charm_launch launch/sim_demo.launch.yaml --timeout $(DEMO_TIMEOUT) $(DEMO_ARGS)
+	$(RUN_ROS) $(VENV)/bin/charm-launch launch/sim_demo.launch.yaml --timeout $(DEMO_TIMEOUT) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

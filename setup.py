@@ -22,17 +22,22 @@ setup(
     install_requires=["setuptools"],
     zip_safe=True,
     entry_points={
+        # One rule: charm-<tool>. The underscore names of the first release stay as aliases.
         "console_scripts": [
-            "charm_launch = charm_ros.tools.launcher:main",
+            "charm-launch = charm_ros.tools.launcher:main",
+            "charm-node = charm_ros.node:main",
+            "charm-sim-rig = charm_ros.tools.sim_rig:main",
+            "charm-demo-report = charm_ros.tools.demo_report:main",
             "charm-synth = charm_core.data.synth_cli:main",
             "charm-train = charm_core.train.cli:train_main",
             "charm-eval = charm_core.train.cli:eval_main",
-            "charm_node = charm_ros.node:main",
-            "charm_sim_rig = charm_ros.tools.sim_rig:main",
-            "charm_demo_report = charm_ros.tools.demo_report:main",
             "charm-bag-record = charm_ros.tools.bag_record:main",
             "charm-bag-eval = charm_ros.tools.bag_eval:main",
             "charm-bag-play = charm_ros.tools.bag_play:main",
+            "charm_launch = charm_ros.tools.launcher:main",
+            "charm_node = charm_ros.node:main",
+            "charm_sim_rig = charm_ros.tools.sim_rig:main",
+            "charm_demo_report = charm_ros.tools.demo_report:main",
         ],
     },
 )

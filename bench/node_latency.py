@@ -189,7 +189,7 @@ def main() -> int:
     probe.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
     spin = threading.Thread(target=rclpy.spin, args=(probe,), daemon=True)
     spin.start()
-    node = NodeSpec(command=[resolve_executable("charm_node")], name="charm",
+    node = NodeSpec(command=[resolve_executable("charm-node")], name="charm",
                     params_files=[str(ROOT / "config" / "charm.param.yaml")],
                     parameters={"model.checkpoint": args.checkpoint, "outputs.color_mask": False,
                                 "outputs.overlay": False, "outputs.confidence": False},

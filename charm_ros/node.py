@@ -211,10 +211,19 @@ class CharmNode(Node):
         self.worker.join(timeout=5.0)
 
 
+def topics_help() -> str:
+    """The node's topics for --help: inputs (remap them, or set <sensor>.topic) and outputs."""
+    inputs = [f"  {SPECS[n].default:<24} {SPECS[n].description}" for n in SPECS if n.endswith("topic")]
+    outputs = [f"  ~/{name:<22} {kind}" for name, kind in OUTPUT_TYPES.items()]
+    return "\n".join(["subscribed topics:", *inputs, "published topics:", *outputs,
+                      f"  {'~/labels':<24} String (latched JSON: classes, palette)",
+                      f"  {'/diagnostics':<24} DiagnosticArray"])
+
+
 def main(args: list[str] | None = None) -> int:
     # One executor thread: callbacks are short. rclpy's MultiThreadedExecutor with a busy mutually
     # exclusive group was seen spinning on the GIL and starving every subscription for seconds.
-    return run_node(CharmNode, "charm", args, parameters=PARAMETERS, summary=__doc__)
+    return run_node(CharmNode, "charm", args, parameters=PARAMETERS, summary=f"{__doc__}\n{topics_help()}")
 
 
 if __name__ == "__main__":

@@ -401,3 +401,28 @@ def test_a_slower_sensor_goes_into_every_frame_near_it_and_is_counted_per_frame(
     assert report.used["rgb"] == (30, 30) and report.used["lidar"] == (10, 29)
     lidar_stamps = [r.frame.stamps.get("lidar") for r in evaluator.results]
     assert lidar_stamps[:4] == [100.0, 100.0, 100.1, 100.1]
+
+
+def test_repeated_dropouts_accumulate(rig_bag, tmp_path, random_checkpoint):
+    """`--drop depth:1-3 --drop rgb:2-4` used only the last schedule."""
+    out = tmp_path / "report.json"
+    assert bag_eval_main([str(rig_bag), "--checkpoint", str(random_checkpoint), "--drop", "depth:0.5-1.5",
+                          "--dropouts", "rgb:1-2", "--json", str(out)]) == 0
+    dropped = json.loads(out.read_text())["dropped_by_schedule"]
+    assert dropped["depth"] == 10 and dropped["rgb"] == 10
+
+
+def test_a_named_topic_missing_from_the_bag_is_an_error_listing_its_topics(rig_bag, random_checkpoint, capsys):
+    with pytest.raises(SystemExit) as done:
+        bag_eval_main([str(rig_bag), "--checkpoint", str(random_checkpoint), "--rgb", "/a/topic/not/in/the/bag"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "--rgb /a/topic/not/in/the/bag" in err and "/sim_rig/rgb/image" in err
+
+
+def test_per_sensor_statistics_are_printed(rig_bag, random_checkpoint, capsys):
+    assert bag_eval_main([str(rig_bag), "--checkpoint", str(random_checkpoint)]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("| sensor |"):].splitlines()
+    rows = {line.split("|")[1].strip(): line for line in table[2:6]}
+    assert set(rows) == {"rgb", "depth", "event", "lidar"}
+    assert "| 30 | 30 | 0 | reference |" in rows["rgb"]

@@ -155,3 +155,17 @@ def _children(pid: int) -> list[int]:
                     pass
         time.sleep(0.05)
     return found
+
+
+@pytest.mark.slow
+def test_a_timeout_says_so_and_exits_non_zero(tmp_path, child_env):
+    """`make demo DEMO_TIMEOUT=12` ended with no table, no message and exit 0."""
+    import subprocess
+
+    launch = tmp_path / "one.launch.yaml"
+    launch.write_text(yaml.safe_dump({"launch": [
+        {"executable": {"cmd": f"{sys.executable} {NODES / 'relay.py'} --ros-args -r __node:=one", "name": "one"}}]}))
+    done = subprocess.run([sys.executable, "-m", "charm_ros.tools.launcher", str(launch), "--timeout", "3"],
+                          env=child_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 124, done.stdout + done.stderr
+    assert "--timeout 3 s reached" in done.stderr

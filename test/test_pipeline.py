@@ -94,7 +94,9 @@ def test_a_binned_camera_info_describes_the_published_image(world_frame, predict
     full_K[:2] *= 2  # image_geometry's binning divides fx, fy, cx, cy by 2
     binned = Pipeline(predictor, PipelineConfig(input_size=(64, 64), geometry=world_frame.geometry))
     binned.accept_camera_info("rgb", CameraInfo(height=192, width=256, k=full_K.ravel(), binning_x=2, binning_y=2))
-    sample = binned.accept("rgb", numpy_to_image(world_frame.rgb, "rgb8"))
+    image = numpy_to_image(world_frame.rgb, "rgb8")
+    image.header.stamp.sec = 1
+    sample = binned.accept("rgb", image)
     frame = frame_of(world_frame, ("rgb", "depth", "lidar"))
     frame.data["rgb"] = sample
     direct = Pipeline(predictor, PipelineConfig(input_size=(64, 64), geometry=world_frame.geometry))
@@ -185,3 +187,47 @@ def test_the_engine_counts_what_it_rejects_runs_and_leaves_out(world_frame, pred
     by_name = {m.name: m for m in health.modalities}
     assert health.frames == 1 and health.subset == ("rgb",)
     assert by_name["rgb"].rejected == 1 and "CameraInfo topics: /cam/info" in by_name["lidar"].left_out
+
+
+def test_a_camera_info_of_another_size_is_a_camera_info_rejection_not_a_model_failure(world_frame, predictor):
+    """A valid 128x128 CameraInfo on the topic of a 256-wide camera made every frame fail in the encoders."""
+    from sensor_msgs.msg import CameraInfo
+
+    from charm_ros.msgs import conversions
+    from charm_ros.runtime.engine import Engine
+    from charm_ros.runtime.node_config import validate
+
+    engine = Engine(predictor, validate({"model.input_size": [64, 64], "event.enabled": False,
+                                         "depth.enabled": False, "lidar.enabled": False}))
+    rgb = conversions.numpy_to_image(world_frame.rgb, "rgb8", frame_id="cam")  # 128x96
+    rgb.header.stamp.sec = 1
+    engine.accept("rgb", rgb, 1.0)
+    other = CameraInfo(height=64, width=64, k=[50.0, 0, 32, 0, 50, 32, 0, 0, 1])
+    with pytest.raises(conversions.ConversionError, match="CameraInfo is 64x64 but the rgb images are 128x96"):
+        engine.accept_camera_info("rgb", other)
+    assert engine.counters.info_rejected["rgb"] == 1 and not engine.has_camera("rgb")
+    result = engine.run(engine.due(1.0)[0], 1.0)
+    assert result.subset == ("rgb",) and engine.counters.model_error == ""
+
+
+@pytest.mark.parametrize("fx, match", [(1e300, "fx 1e\\+300 is not a plausible focal length"),
+                                       (1e-300, "fx 1e-300 is not a plausible focal length")])
+def test_implausible_focal_lengths_are_rejected_with_their_value(fx, match):
+    from sensor_msgs.msg import CameraInfo
+
+    from charm_ros.msgs import conversions
+
+    with pytest.raises(conversions.ConversionError, match=match):
+        conversions.camera_info_to_k(CameraInfo(height=256, width=256, k=[fx, 0, 128, 0, 200, 128, 0, 0, 1]))
+
+
+@pytest.mark.parametrize("sec", [0, -5])
+def test_unset_and_negative_stamps_are_rejected(world_frame, predictor, sec):
+    """Outputs copy the input stamp: a zero or negative one would go onto every mask."""
+    from charm_ros.msgs import conversions
+
+    pipeline = Pipeline(predictor, PipelineConfig(input_size=(64, 64)))
+    rgb = conversions.numpy_to_image(world_frame.rgb, "rgb8")
+    rgb.header.stamp.sec = sec
+    with pytest.raises(conversions.ConversionError, match="header stamp is .* unset or before 1970"):
+        pipeline.accept("rgb", rgb)

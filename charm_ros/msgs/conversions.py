@@ -406,7 +406,28 @@ def _camera_intrinsics(msg: Any) -> tuple[np.ndarray, tuple[int, int], list[str]
         k[1, 1:] /= by
         k[1, 2] -= y0 / by
         notes.append(f"roi {rw}x{rh} at ({x0}, {y0}), binning {bx}x{by}")
-    return k, (rh // by, rw // bx), notes
+    hw = (rh // by, rw // bx)
+    _check_plausible(k, hw)
+    return k, hw, notes
+
+
+# Focal lengths outside [size / 100, size * 1000] are no pinhole camera: beyond ~178 degrees or below
+# ~0.06 degrees of field of view (a typo, a unit mix-up, an uninitialised field).
+FOCAL_RANGE = (1e-2, 1e3)
+
+
+def _check_plausible(k: np.ndarray, hw: tuple[int, int]) -> None:
+    size = max(hw)
+    low, high = FOCAL_RANGE[0] * size, FOCAL_RANGE[1] * size
+    for name, f in (("fx", k[0, 0]), ("fy", k[1, 1])):
+        if not low <= f <= high:
+            raise ConversionError(f"camera_info {name} {f:.6g} is not a plausible focal length for a {hw[1]}x{hw[0]} "
+                                  f"image (expected {low:g}..{high:g} pixels)")
+    for name, c, extent in (("cx", k[0, 2], hw[1]), ("cy", k[1, 2], hw[0])):
+        if not -extent <= c <= 2 * extent:
+            raise ConversionError(f"camera_info {name} {c:.6g} is far outside the {hw[1]}x{hw[0]} image")
+    if not np.allclose(k[2], [0.0, 0.0, 1.0], atol=1e-6):
+        raise ConversionError(f"camera_info K's last row must be 0 0 1, got {k[2].tolist()}")
 
 
 def _pinhole(values: Any, name: str, size: int) -> np.ndarray:

@@ -75,6 +75,7 @@ class Pipeline:
         self.config = config
         self.encoder = FrameEncoder(tuple(config.input_size), config.geometry)
         self.cameras: dict[str, CameraModel] = {}
+        self.image_hw: dict[str, tuple[int, int]] = {}  # size of each camera's last image, usable or not
 
     @classmethod
     def for_node(cls, predictor: Predictor, config: NodeConfig) -> Pipeline:
@@ -97,8 +98,17 @@ class Pipeline:
         self.cameras[modality] = CameraModel(np.asarray(K, dtype=np.float64), (int(hw[0]), int(hw[1])))
 
     def accept_camera_info(self, modality: str, msg: Any) -> None:
-        """A CameraInfo message (rclpy or rosbags); raises ConversionError if unusable."""
+        """A CameraInfo message (rclpy or rosbags); raises ConversionError if unusable, or if its size
+        contradicts the camera's images: then the camera is dropped too (its images keep flowing
+        without intrinsics, depth and LiDAR are left out with the reason) instead of every frame
+        failing in the encoders."""
         K, hw = conversions.camera_info_to_k(msg)
+        images = self.image_hw.get(modality)
+        if images is not None and images != hw:
+            self.cameras.pop(modality, None)
+            raise conversions.ConversionError(f"CameraInfo is {hw[1]}x{hw[0]} but the {modality} images are "
+                                              f"{images[1]}x{images[0]}: wrong camera_info topic, or another "
+                                              "binning/ROI")
         self.set_camera(modality, K, hw)
 
     def accept(self, modality: str, msg: Any) -> SensorSample:
@@ -119,12 +129,17 @@ class Pipeline:
             array = conversions.image_to_rgb(msg)
         else:
             raise ValueError(f"unknown modality {modality!r}")
+        stamp = conversions.stamp_to_sec(msg.header.stamp)
+        if stamp <= 0:
+            raise conversions.ConversionError(f"header stamp is {stamp:.9g} s: unset or before 1970; the driver must "
+                                              "stamp its messages (outputs copy the stamp)")
+        if modality in ("rgb", "depth"):
+            self.image_hw[modality] = array.shape[:2]
         camera = self.cameras.get(modality)
         if camera is not None and array.shape[:2] != camera.hw:
             raise conversions.ConversionError(f"{modality} image is {array.shape[1]}x{array.shape[0]} but its "
                                               f"CameraInfo says {camera.hw[1]}x{camera.hw[0]}")
-        return SensorSample(array=array, stamp=conversions.stamp_to_sec(msg.header.stamp),
-                            frame_id=msg.header.frame_id, header=msg.header)
+        return SensorSample(array=array, stamp=stamp, frame_id=msg.header.frame_id, header=msg.header)
 
     def _lidar_points(self, msg: Any) -> np.ndarray:
         """Nx4 points with the configured intensity field, scaled to 0..1 if a scale is configured."""

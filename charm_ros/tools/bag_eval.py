@@ -5,7 +5,7 @@ and fed through the same conversions (Pipeline.accept), synchronizer and predict
 with the stamps as the clock. Every synchronized frame is evaluated (no latest-wins dropping), so
 the result is deterministic. Reports per subset: frames, mIoU against a ground-truth topic if there
 is one, latency; per sensor the frames it went into and its stamps' offset to the reference (a
-sensor on another clock is named); `--drop depth:10-20` silences a sensor over an interval (seconds
+sensor on another clock is named); `--dropouts depth:10-20` silences a sensor over an interval (seconds
 from the first message); `--write-predictions` writes mask and colour mask topics to a new bag for RViz/Foxglove.
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
+from charm_core.cli_help import HelpFormatter
 from charm_core.data.augment import resize
 from charm_core.inference import Predictor
 from charm_core.metrics import ConfusionMatrix
@@ -121,6 +122,16 @@ class BagReport:
                          f"{_fmt(s['forward_ms_median'])} |")
         return "\n".join(lines)
 
+    def sensor_markdown(self) -> str:
+        """Per sensor: messages synchronized, frames it went into or was left out of, stamp offset."""
+        lines = [f"| sensor | messages synchronized | in frames | left out of frames | stamp offset to "
+                 f"{self.reference or 'the reference'} (s) | rejected |", "|---|---|---|---|---|---|"]
+        for m, s in self.as_dict()["sensors"].items():
+            offset = "reference" if m == self.reference else _fmt(s["stamp_offset_s"], 3)
+            lines.append(f"| {m} | {s['synchronized']} | {s['in_frames']} | {s['left_out_of_frames']} | {offset} | "
+                         f"{self.rejected.get(m, 0)} |")
+        return "\n".join(lines)
+
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
@@ -130,8 +141,8 @@ def _median(values: list[float]) -> float | None:
     return round(float(np.median(values)), 2) if values else None
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f}"
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def stamp_ns(msg: Any) -> int:
@@ -162,9 +173,6 @@ def read_in_stamp_order(bag: Path, topics: set[str], window_s: float = 1.0, coun
     typestore = get_typestore(Stores.LATEST)
     with AnyReader([bag], default_typestore=typestore) as reader:
         wanted = [c for c in reader.connections if c.topic in topics]
-        missing = topics - {c.topic for c in reader.connections}
-        if missing:
-            print(f"charm-bag-eval: topics not in the bag: {', '.join(sorted(missing))}", file=sys.stderr)
         for connection, log_time, raw in reader.messages(connections=wanted):
             if counts is not None:
                 counts[connection.topic] += 1
@@ -310,33 +318,55 @@ def write_predictions(out: Path, results: list[Result], palette: np.ndarray, sto
                 writer.write(conns[name], t, serialize_message(msg))
 
 
-def load_topics(args: argparse.Namespace) -> dict[str, str | None]:
+def load_topics(args: argparse.Namespace) -> tuple[dict[str, str | None], set[str]]:
+    """The topic of each key, and the keys the user named (flags or --topics), which must be in the bag."""
     topics = dict(DEFAULT_TOPICS)
+    named: set[str] = set()
     if args.topics:
         given = yaml.safe_load(Path(args.topics).read_text()) or {}
         unknown = sorted(set(given) - set(TOPIC_KEYS))
         if unknown:
             raise ValueError(f"{args.topics}: unknown keys {unknown}; expected {list(TOPIC_KEYS)}")
         topics.update(given)
+        named.update(given)
     for key in TOPIC_KEYS:
         value = getattr(args, key.replace("-", "_"), None)
         if value is not None:
             topics[key] = value or None   # an empty string disables the topic
-    return topics
+            named.add(key)
+    return topics, {k for k in named if topics[k]}
+
+
+def check_topics(bag: Path, topics: dict[str, str | None], named: set[str]) -> None:
+    """A topic the user named that the bag lacks is an error listing the bag's topics; a default one
+    is a warning (with how to turn it off), since a user's bag has its own names."""
+    with AnyReader([bag], default_typestore=get_typestore(Stores.LATEST)) as reader:
+        recorded = sorted({c.topic for c in reader.connections})
+    absent = {k: t for k, t in topics.items() if t and t not in recorded}
+    wrong = [f"--{_flag(k)} {t}" for k, t in absent.items() if k in named]
+    if wrong:
+        raise ValueError(f"not in the bag: {', '.join(wrong)}; the bag has {', '.join(recorded) or 'no topics'}")
+    for key, topic in absent.items():
+        print(f"charm-bag-eval: the default {key} topic {topic} is not in the bag (set --{_flag(key)} to its "
+              f"topic, or --{_flag(key)} '' for none); the bag has {', '.join(recorded)}", file=sys.stderr)
+
+
+def _flag(key: str) -> str:
+    return {"rgb_info": "camera-info", "depth_info": "depth-camera-info"}.get(key, key)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="charm-bag-eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("bag", type=Path, help="rosbag2 directory (sqlite3 or mcap)")
     parser.add_argument("--checkpoint", default=str(share_path("models", "charm_tiny_synthetic.safetensors")))
     parser.add_argument("--params", default=str(share_path("config", "charm.param.yaml")),
                         help="the node's parameter file (sync, geometry, modalities, input size)")
     parser.add_argument("--topics", help="YAML mapping of rgb/depth/event/lidar/rgb_info/depth_info/gt to topics")
     for key in TOPIC_KEYS:
-        flag = {"rgb_info": "camera-info", "depth_info": "depth-camera-info"}.get(key, key)
-        parser.add_argument(f"--{flag}", dest=key, help=f"topic of {key} (default {DEFAULT_TOPICS[key]}; '' = none)")
-    parser.add_argument("--drop", default="", help="simulate dropouts, e.g. depth:10-20 (s from the first message)")
+        parser.add_argument(f"--{_flag(key)}", dest=key, help=f"topic of {key} (default {DEFAULT_TOPICS[key]}; '' = none)")
+    parser.add_argument("--dropouts", "--drop", action="append", default=[], metavar="SENSOR:START-END",
+                        help="simulate dropouts, e.g. depth:10-20 (s from the first message); repeat or comma-separate")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--reorder-window", type=float, default=1.0, help="seconds of receive time to sort stamps")
     parser.add_argument("--json", help="write the report here")
@@ -344,14 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="of --write-predictions")
     args = parser.parse_args(argv)
     try:
-        topics = load_topics(args)
+        topics, named = load_topics(args)
         config = validate(load_param_file(args.params))
-        drop = parse_dropouts(args.drop)
+        drop = parse_dropouts(",".join(args.dropouts))
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
         if not args.bag.exists():
             raise FileNotFoundError(f"no bag at {args.bag}")
         if args.write_predictions and args.write_predictions.exists():
             raise FileExistsError(f"{args.write_predictions} exists")
+        check_topics(args.bag, topics, named)
         evaluator = BagEvaluator(predictor, config, topics, drop)
         total = count_messages(args.bag, set(evaluator.topics.values()))
     except AnyReaderError as exc:
@@ -372,8 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     report = evaluator.report(time.perf_counter() - start, messages)
     report.rejected.update({f"undecodable {t}": n for t, n in undecodable.items()})
     print(f"\n{args.bag}: {report.overall.frames} frames in {report.wall_s:.1f} s "
-          f"(rejected: {dict(report.rejected) or 'none'}; dropped by --drop: {dict(report.dropped_by_schedule) or 'none'})\n")
+          f"(rejected: {dict(report.rejected) or 'none'}; dropped by --dropouts: {dict(report.dropped_by_schedule) or 'none'})\n")
     print(report.markdown())
+    print()
+    print(report.sensor_markdown())
     for warning in report.clock_warnings() + report.left_out_warnings():
         print(f"charm-bag-eval: {warning}", file=sys.stderr)
     if args.json:

@@ -23,6 +23,7 @@ from rosbags.interfaces import Connection, QosDurability
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
+from charm_core.cli_help import HelpFormatter
 from charm_ros.run_node import init_with_python_signals
 
 
@@ -104,7 +105,7 @@ def _publish(reader: AnyReader, node: Node, rate: float, clock: bool, topics: se
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="charm-bag-play", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("bag", type=Path)
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
     parser.add_argument("--clock", action="store_true", help="publish /clock from the bag's receive times")

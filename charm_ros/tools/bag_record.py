@@ -17,6 +17,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
+from charm_core.cli_help import HelpFormatter
 from charm_core.data.synthetic import CASES, CONDITIONS, World
 from charm_core.modalities import MODALITIES
 from charm_ros.tools.dropouts import dropped_at, parse_dropouts
@@ -62,7 +63,7 @@ def record(out: str | Path, duration: float, storage: str = "mcap", fps: float =
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="charm-bag-record", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--out", required=True, help="bag directory to create")
     parser.add_argument("--storage", default="mcap", choices=sorted(STORAGES))
     parser.add_argument("--duration", type=float, required=True, help="seconds of rig time")

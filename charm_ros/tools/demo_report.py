@@ -1,4 +1,4 @@
-"""`charm_demo_report`: watches the node on the synthetic rig and reports each dropout phase.
+"""`charm-demo-report`: watches the node on the synthetic rig and reports each dropout phase.
 
 It subscribes to the node's masks and subset and to the rig's ground truth, splits the run into the
 phases of the rig's dropout schedule, and prints per phase: the sensors live, the subset the node
@@ -22,6 +22,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from charm_core.classes import DELIVER_CLASSES, colorize
+from charm_core.data.augment import resize
 from charm_core.metrics import ConfusionMatrix
 from charm_ros.msgs import conversions
 from charm_ros.tools.dropouts import Phase, parse_dropouts, phases
@@ -49,8 +50,8 @@ REPORT_PARAMETERS: tuple[ParamSpec, ...] = (
 
 
 class DemoReport(Node):
-    def __init__(self) -> None:
-        super().__init__("demo_report")
+    def __init__(self, **kwargs) -> None:
+        super().__init__("demo_report", **kwargs)
         p = declare(self, REPORT_PARAMETERS)
         self.duration = p["duration"]
         self.phases = phases(parse_dropouts(p["dropouts"]), self.duration)
@@ -105,15 +106,17 @@ class DemoReport(Node):
             if stats is None:
                 continue
             truth = self.truth[key]
+            if truth.shape != mask.shape:  # a checkpoint trained at another size: score at the mask's
+                truth = resize(truth, mask.shape, nearest=True)
             stats.masks += 1
             stats.subsets[subset] += 1
             stats.latencies_ms.append(latency_ms)
-            if mask.shape == truth.shape:
-                stats.confusion.update(mask, truth)  # 255 (no data) in the mask counts as wrong
+            stats.confusion.update(mask, truth)  # 255 (no data) in the mask counts as wrong
             if stats.first_switch_s is None and subset == stats.phase.name:
                 stats.first_switch_s = t - stats.phase.start
-            if stats.sample is None and t >= (stats.phase.start + stats.phase.end) / 2 and mask.shape == truth.shape:
-                rgb = self.rgb.get(key, np.zeros((*truth.shape, 3), np.uint8))
+            if stats.sample is None and t >= (stats.phase.start + stats.phase.end) / 2:
+                rgb = self.rgb.get(key)
+                rgb = np.zeros((*truth.shape, 3), np.uint8) if rgb is None else resize(rgb, truth.shape, nearest=False)
                 stats.sample = (rgb, colorize(truth), colorize(mask))
         for store in (self.truth, self.rgb, self.rig_time, self.pending):  # bounded memory: keep ~10 s
             for key in sorted(store)[:-100]:
@@ -149,13 +152,17 @@ class DemoReport(Node):
         print("\nCHARM node on the synthetic rig (mIoU over the classes present, per phase):\n" + table, flush=True)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         summary = {"duration_s": self.duration, "phases": rows}
-        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        written = [self.out_dir / "summary.json"]
+        written[0].write_text(json.dumps(summary, indent=2))
         samples = [s for s in self.stats if s.sample is not None]
         if samples:
             sheet = contact_sheet([list(s.sample) for s in samples], row_labels=[s.phase.name for s in samples],
                                   col_labels=["rgb input", "ground truth", "prediction"], tile_hw=(160, 160))
-            cv2.imwrite(str(self.out_dir / "contact_sheet.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-        print(f"wrote {self.out_dir / 'summary.json'} and {self.out_dir / 'contact_sheet.png'}", flush=True)
+            if cv2.imwrite(str(self.out_dir / "contact_sheet.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
+                written.append(self.out_dir / "contact_sheet.png")
+        else:
+            print("no contact sheet: no phase had a scored mask", flush=True)
+        print(f"wrote {' and '.join(str(p) for p in written)}", flush=True)
         return summary
 
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from charm_core.cli_help import HelpFormatter
 from charm_ros.paths import share_path
 
 SHM_DIR = Path("/dev/shm")
@@ -115,7 +116,7 @@ def clear_stale_shm(shm_dir: Path = SHM_DIR) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m charm_ros.env", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--domain-id", type=int, default=None, help=f"ROS_DOMAIN_ID (default: the exported one, else {DEFAULT_DOMAIN_ID})")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="command to run (after --)")
     args = parser.parse_args(argv)

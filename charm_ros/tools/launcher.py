@@ -26,6 +26,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from charm_core.cli_help import HelpFormatter
 from charm_ros.tools.env import clear_stale_shm, ros_environment
 from charm_ros.paths import PACKAGE, share_dir
 
@@ -222,11 +223,14 @@ def load_launch_yaml(path: str | Path, overrides: dict[str, str] | None = None
     return specs, launch_args
 
 
+TIMEOUT_EXIT = 124  # as timeout(1): the run was cut short
+
+
 def parse_command_line(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[NodeSpec]]:
     """Options and launch arguments in any order (`make demo` puts name:=value after --timeout), and
     the nodes of the launch file; exits 2 with the reason on a bad command line or launch file."""
-    parser = argparse.ArgumentParser(prog="python -m charm_ros.tools.launcher", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="charm-launch", description=__doc__,
+                                     formatter_class=HelpFormatter)
     parser.add_argument("launch_file", help="ROS 2 YAML launch file")
     parser.add_argument("launch_args", nargs="*", metavar="name:=value", help="launch arguments")
     parser.add_argument("--timeout", type=float, default=None,
@@ -259,15 +263,22 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     launcher = Launcher(specs, env=ros_environment(args.domain_id))
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    timed_out = False
     with launcher:
         print(f"[launcher] started {', '.join(launcher.processes)} "
               f"(ROS_DOMAIN_ID={launcher.env['ROS_DOMAIN_ID']})", flush=True)
         while not stopping and not launcher.finished():
             if deadline is not None and time.monotonic() >= deadline:
+                timed_out = True
+                print(f"[launcher] --timeout {args.timeout:g} s reached before the launch finished: stopping "
+                      "every node (raise --timeout, e.g. make demo DEMO_TIMEOUT=..., for a longer run)",
+                      file=sys.stderr, flush=True)
                 break
             time.sleep(0.1)
     codes = {label: proc.returncode for label, proc in launcher.processes.items()}
     print(f"[launcher] stopped: {codes}", flush=True)
+    if timed_out:
+        return TIMEOUT_EXIT
     # a node stopped by our own SIGINT/SIGTERM is a clean stop; anything else is a failure
     failed = [label for label, code in codes.items() if code not in (0, -signal.SIGINT, -signal.SIGTERM, 130)]
     return 1 if failed else 0

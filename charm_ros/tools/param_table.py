@@ -8,6 +8,7 @@ import re
 import sys
 from pathlib import Path
 
+from charm_core.cli_help import HelpFormatter
 from charm_ros.paths import share_path
 from charm_ros.runtime.node_config import PARAMETERS
 from charm_ros.runtime.parameters import ParamSpec, markdown_table
@@ -29,7 +30,8 @@ def render(readme: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m charm_ros.tools.param_table", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m charm_ros.tools.param_table", description=__doc__,
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--readme", type=Path, default=share_path("README.md"), help="default: %(default)s")
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if the README is out of date")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""`charm_sim_rig`: the synthetic street world published as real sensor topics, with scripted dropouts.
+"""`charm-sim-rig`: the synthetic street world published as real sensor topics, with scripted dropouts.
 
 A camera (with co-located LiDAR and event camera) drives along the procedural street of
 charm_core.data.synthetic; every tick renders one frame and publishes RGB / depth / event Images,

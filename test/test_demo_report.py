@@ -1,0 +1,52 @@
+"""The demo report scores masks of any size and names only the files it wrote."""
+import json
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.parameter import Parameter
+from std_msgs.msg import Header, String
+
+from charm_ros.msgs import conversions
+from charm_ros.tools.demo_report import DemoReport
+
+
+@pytest.fixture
+def report_node(domain_id, tmp_path):
+    rclpy.init(domain_id=domain_id)
+    node = DemoReport(parameter_overrides=[Parameter("duration", value=2.0),
+                                           Parameter("output_dir", value=str(tmp_path / "demo"))])
+    yield node
+    node.destroy_node()
+    rclpy.shutdown()
+
+
+def feed(node: DemoReport, truth: np.ndarray, mask: np.ndarray, with_rgb: bool = True) -> None:
+    for i in range(10):
+        header = Header(frame_id="camera")
+        header.stamp.sec, header.stamp.nanosec = 100, i * 100_000_000
+        node._on_status(String(data=json.dumps({"stamp": [100, i * 100_000_000], "t": i * 0.2, "live": []})))
+        node._on_truth(conversions.numpy_to_image(truth, "mono8", header))
+        if with_rgb:
+            node._on_rgb(conversions.numpy_to_image(np.zeros((*truth.shape, 3), np.uint8), "rgb8", header))
+        node.subset = "rgb+depth+event+lidar"
+        node._on_mask(conversions.numpy_to_image(mask, "mono8", header))
+
+
+def test_a_mask_at_another_resolution_is_scored_against_resized_truth(report_node, tmp_path, capsys):
+    truth = np.zeros((256, 256), np.uint8)
+    truth[128:] = 13                      # road below, sky (class 0) above
+    mask = truth[::2, ::2].copy()         # a checkpoint trained at 128x128: a perfect, smaller mask
+    feed(report_node, truth, mask)
+    summary = report_node.report()
+    assert summary["phases"][0]["masks"] == 10
+    assert summary["phases"][0]["miou_present"] == pytest.approx(100.0)
+    out = capsys.readouterr().out
+    assert "contact_sheet.png" in out and (tmp_path / "demo" / "contact_sheet.png").is_file()
+
+
+def test_only_files_written_are_named(report_node, tmp_path, capsys):
+    report_node.report()  # nothing arrived: no phase has a sample
+    out = capsys.readouterr().out
+    assert (tmp_path / "demo" / "summary.json").is_file()
+    assert not (tmp_path / "demo" / "contact_sheet.png").exists() and "contact_sheet.png" not in out.split("wrote")[-1]
