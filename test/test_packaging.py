@@ -83,4 +83,5 @@ def test_data_files_ship_launch_config_and_models():
 def test_rviz_config_shows_inputs_colour_mask_and_overlay():
     config = yaml.safe_load((ROOT / "config" / "charm.rviz").read_text())
     topics = {d["Topic"]["Value"] for d in config["Visualization Manager"]["Displays"]}
-    assert {"/charm/color_mask", "/charm/overlay", "/sim_rig/rgb/image", "/sim_rig/lidar/points"} <= topics
+    assert {"charm/color_mask", "charm/overlay", "sim_rig/rgb/image", "sim_rig/lidar/points"} <= topics
+    assert not [t for t in topics if t.startswith("/")], "absolute topics break namespace:= (rviz2 runs in it)"
