@@ -26,8 +26,10 @@ def train_main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
     except (OSError, ValueError, TypeError) as exc:
         parser.error(str(exc))
-    best = Trainer(cfg).fit(resume=not args.no_resume)
-    print(f"best checkpoint: {best}")
+    trainer = Trainer(cfg)
+    best = trainer.fit(resume=not args.no_resume)
+    if trainer.main:
+        print(f"best checkpoint: {best}")
     return 0
 
 

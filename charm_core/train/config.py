@@ -61,9 +61,9 @@ class TrainConfig:
     time_limit_min: float | None = None          # stop (and save) after this much training time, resumes included
 
     def __post_init__(self) -> None:
-        for f in fields(self):  # YAML reads "6e-5" (no dot) as a string: coerce numbers by the field's default
+        for f in fields(self):  # YAML reads "6e-5" (no dot) as a string: coerce numbers by the field's type
             value = getattr(self, f.name)
-            if isinstance(f.default, float) and not isinstance(value, bool) and value is not None:
+            if f.type in ("float", "float | None") and not isinstance(value, bool) and value is not None:
                 try:
                     setattr(self, f.name, float(value))
                 except (TypeError, ValueError):
@@ -86,6 +86,8 @@ class TrainConfig:
         for name in ("batch_size", "steps", "log_every", "eval_every", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.seed) < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.warmup_steps < 0 or self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps must be in [0, steps), got {self.warmup_steps}")
         if self.class_weights not in ("none", "sqrt_median"):
