@@ -26,7 +26,8 @@ class TrainConfig:
     val_max_samples: int | None = 200            # validation subset for periodic evaluation (None = all)
     # model
     model: dict[str, Any] = field(default_factory=dict)   # ModelConfig fields
-    pretrained: str | None = None                # local MiT ImageNet weights for the backbone (never downloaded)
+    init_from: str | None = None                 # local weights to start from: MiT / SegFormer (NVlabs, HuggingFace,
+                                                 # mmseg) or a charm checkpoint; see charm_core.model.weights
     # optimisation (DELIVER/CMNeXt recipe)
     batch_size: int = 8
     steps: int = 4000

@@ -32,7 +32,7 @@ from charm_core.classes import DELIVER_CLASSES, DELIVER_PALETTE, IGNORE_INDEX
 from charm_core.data.augment import AugmentConfig
 from charm_core.data.deliver import DeliverDataset
 from charm_core.evaluation import evaluate_subsets
-from charm_core.model import build_model, load_imagenet_weights
+from charm_core.model import build_model, init_from
 from charm_core.modalities import all_subsets
 from charm_core.train.class_weights import class_pixels, sqrt_median_weights
 from charm_core.train import distributed
@@ -116,8 +116,10 @@ class Trainer:
 
         self.model_cfg = cfg.model_config()
         self.model = build_model(self.model_cfg).to(self.device)
-        if cfg.pretrained:
-            load_imagenet_weights(self.model.backbone, cfg.pretrained)
+        if cfg.init_from:
+            report = init_from(self.model, cfg.init_from)
+            if self.main:
+                print(report.summary())
         self.train_set = DeliverDataset(cfg.data_root, cfg.train_split, cfg.modalities, cfg.size,
                                         augment=True, seed=cfg.seed,
                                         augment_config=AugmentConfig(scale=cfg.augment_scale))
