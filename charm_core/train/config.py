@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from charm_core.data.deliver import EVAL_RESIZES
 from charm_core.modalities import MODALITIES, canonical
 from charm_core.model import ModelConfig
 
@@ -22,6 +23,8 @@ class TrainConfig:
     modalities: tuple[str, ...] = MODALITIES
     size: tuple[int, int] = (256, 256)           # training crop size (H, W)
     eval_size: tuple[int, int] | None = None     # validation and deployment input size (None = size)
+    eval_resize: str = "exact"                   # exact: to eval_size | deliver: the DELIVER protocol (short side
+                                                 # to eval_size[0], up to multiples of 32; data/deliver.py)
     augment_scale: tuple[float, float] = (0.5, 2.0)  # random-resize factor range; 1 = short side fits the crop
     val_max_samples: int | None = 200            # validation subset for periodic evaluation (None = all)
     # model
@@ -82,6 +85,8 @@ class TrainConfig:
             value = getattr(self, name)
             if len(value) != 2 or min(value) < 32:
                 raise ValueError(f"{name} must be [height, width] >= 32, got {value}")
+        if self.eval_resize not in EVAL_RESIZES:
+            raise ValueError(f"eval_resize must be one of {EVAL_RESIZES}, got {self.eval_resize!r}")
         if self.ine not in INE_MODES:
             raise ValueError(f"ine must be one of {INE_MODES}, got {self.ine!r}")
         for name in ("batch_size", "steps", "log_every", "eval_every", "checkpoint_every"):

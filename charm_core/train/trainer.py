@@ -239,7 +239,8 @@ class Trainer:
     def validate(self) -> dict:
         cfg = self.cfg
         if self.val_set is None:
-            self.val_set = DeliverDataset(cfg.data_root, cfg.val_split, cfg.modalities, cfg.eval_size)
+            self.val_set = DeliverDataset(cfg.data_root, cfg.val_split, cfg.modalities, cfg.eval_size,
+                                          eval_resize=cfg.eval_resize)
         val = self.val_set
         indices = range(len(val)) if cfg.val_max_samples is None else \
             range(0, len(val), max(1, len(val) // cfg.val_max_samples))
