@@ -55,60 +55,69 @@ def official_state_dict(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
     return {k: torch.randn(s, generator=g) for k, s in shapes.items()}
 
 
-def hf_layout(nv: dict[str, torch.Tensor], prefix: str = "segformer.encoder.") -> dict[str, torch.Tensor]:
-    """NVlabs MiT tensors under HuggingFace's names (SegformerEncoder, its layer / attention modules)."""
-    block = {"norm1": "layer_norm_1", "norm2": "layer_norm_2", "attn.q": "attention.self.query",
-             "attn.sr": "attention.self.sr", "attn.norm": "attention.self.layer_norm",
-             "attn.proj": "attention.output.dense", "mlp.fc1": "mlp.dense1", "mlp.dwconv.dwconv": "mlp.dwconv.dwconv",
-             "mlp.fc2": "mlp.dense2"}
+def _nvlabs_parts(key: str) -> tuple[str, int, str, str, str]:
+    """An NVlabs MiT key as (kind, stage from 0, block index, module, leaf); kind: head, embed, norm, block."""
+    parts = key.split(".")
+    if key.startswith("head."):
+        return "head", -1, "", "", parts[-1]
+    if key.startswith("patch_embed"):
+        return "embed", int(key[11]) - 1, "", parts[1], parts[-1]
+    if key.startswith("norm"):
+        return "norm", int(key[4]) - 1, "", "", parts[-1]
+    return "block", int(parts[0][5:]) - 1, parts[1], ".".join(parts[2:-1]), parts[-1]
+
+
+# Where each NVlabs tensor sits in another codebase's MiT (module paths from its reference code).
+FOREIGN = {
+    "hf": dict(embed="patch_embeddings.{stage}.{sub}.{leaf}", subs={"proj": "proj", "norm": "layer_norm"},
+               norm="layer_norm.{stage}.{leaf}", block="block.{stage}.{index}.",
+               parts={"norm1": "layer_norm_1", "norm2": "layer_norm_2", "attn.q": "attention.self.query",
+                      "attn.sr": "attention.self.sr", "attn.norm": "attention.self.layer_norm",
+                      "attn.proj": "attention.output.dense", "mlp.fc1": "mlp.dense1",
+                      "mlp.dwconv.dwconv": "mlp.dwconv.dwconv", "mlp.fc2": "mlp.dense2"}),
+    "mmseg": dict(embed="layers.{stage}.0.{sub}.{leaf}", subs={"proj": "projection", "norm": "norm"},
+                  norm="layers.{stage}.2.{leaf}", block="layers.{stage}.1.{index}.",
+                  parts={"norm1": "norm1", "norm2": "norm2", "attn.proj": "attn.attn.out_proj", "attn.sr": "attn.sr",
+                         "attn.norm": "attn.norm", "mlp.fc1": "ffn.layers.0", "mlp.dwconv.dwconv": "ffn.layers.1",
+                         "mlp.fc2": "ffn.layers.4"}),
+}
+
+
+def foreign_layout(nv: dict[str, torch.Tensor], codebase: str, prefix: str) -> dict[str, torch.Tensor]:
+    """NVlabs MiT tensors as HuggingFace's SegformerEncoder (separate key / value, ImageNet head as
+    `classifier`) or mmsegmentation's MixVisionTransformer (nn.MultiheadAttention's packed q, k, v;
+    Mix-FFN linears as 1x1 convolutions; no ImageNet head) holds them."""
+    spec = FOREIGN[codebase]
     out = {}
     for key, value in nv.items():
         parts = key.split(".")
+        leaf = parts[-1]
         if key.startswith("head."):
-            out["classifier." + parts[-1]] = value
+            if codebase == "hf":
+                out[f"classifier.{leaf}"] = value
         elif key.startswith("patch_embed"):
-            sub = "layer_norm" if parts[1] == "norm" else "proj"
-            out[f"{prefix}patch_embeddings.{int(key[11]) - 1}.{sub}.{parts[-1]}"] = value
+            out[prefix + spec["embed"].format(stage=int(key[11]) - 1, sub=spec["subs"][parts[1]], leaf=leaf)] = value
         elif key.startswith("norm"):
-            out[f"{prefix}layer_norm.{int(key[4]) - 1}.{parts[-1]}"] = value
+            out[prefix + spec["norm"].format(stage=int(key[4]) - 1, leaf=leaf)] = value
         else:
-            stage, index, module, leaf = int(parts[0][5:]) - 1, parts[1], ".".join(parts[2:-1]), parts[-1]
-            base = f"{prefix}block.{stage}.{index}."
-            if module == "attn.kv":
-                key_part, value_part = value.chunk(2)
-                out[base + f"attention.self.key.{leaf}"] = key_part
-                out[base + f"attention.self.value.{leaf}"] = value_part
-            else:
-                out[base + f"{block[module]}.{leaf}"] = value
+            base = prefix + spec["block"].format(stage=int(parts[0][5:]) - 1, index=parts[1])
+            module = ".".join(parts[2:-1])
+            if codebase == "hf" and module == "attn.kv":
+                out[base + f"attention.self.key.{leaf}"], out[base + f"attention.self.value.{leaf}"] = value.chunk(2)
+            elif codebase == "mmseg" and module == "attn.q":
+                out[base + f"attn.attn.in_proj_{leaf}"] = torch.cat([value, nv[key.replace("attn.q", "attn.kv")]])
+            elif module != "attn.kv":
+                conv = codebase == "mmseg" and module in ("mlp.fc1", "mlp.fc2") and leaf == "weight"
+                out[base + f"{spec['parts'][module]}.{leaf}"] = value[:, :, None, None] if conv else value
     return out
+
+
+def hf_layout(nv: dict[str, torch.Tensor], prefix: str = "segformer.encoder.") -> dict[str, torch.Tensor]:
+    return foreign_layout(nv, "hf", prefix)
 
 
 def mmseg_layout(nv: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """NVlabs MiT tensors under mmsegmentation's MixVisionTransformer names (backbone.layers.*)."""
-    block = {"norm1": "norm1", "norm2": "norm2", "attn.proj": "attn.attn.out_proj", "attn.sr": "attn.sr",
-             "attn.norm": "attn.norm", "mlp.fc1": "ffn.layers.0", "mlp.dwconv.dwconv": "ffn.layers.1",
-             "mlp.fc2": "ffn.layers.4"}
-    out = {}
-    for key, value in nv.items():
-        parts = key.split(".")
-        if key.startswith("head."):
-            continue
-        if key.startswith("patch_embed"):
-            sub = "norm" if parts[1] == "norm" else "projection"
-            out[f"backbone.layers.{int(key[11]) - 1}.0.{sub}.{parts[-1]}"] = value
-        elif key.startswith("norm"):
-            out[f"backbone.layers.{int(key[4]) - 1}.2.{parts[-1]}"] = value
-        else:
-            stage, index, module, leaf = int(parts[0][5:]) - 1, parts[1], ".".join(parts[2:-1]), parts[-1]
-            base = f"backbone.layers.{stage}.1.{index}."
-            if module == "attn.q":
-                kv = nv[key.replace("attn.q", "attn.kv")]
-                out[base + f"attn.attn.in_proj_{leaf}"] = torch.cat([value, kv])   # packed q, k, v
-            elif module != "attn.kv":
-                if module in ("mlp.fc1", "mlp.fc2") and leaf == "weight":
-                    value = value[:, :, None, None]                               # 1x1 convolutions
-                out[base + f"{block[module]}.{leaf}"] = value
-    return out
+    return foreign_layout(nv, "mmseg", "backbone.")
 
 
 def head_state_dict(name: str, classes: int, layout: str, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -116,11 +116,10 @@ def convert(state: dict[str, Tensor], path: Path | str = "weights") -> tuple[str
     """A file's state dict -> (layout, tensors under our names, {file key: why it has no place})."""
     state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from a DDP-wrapped model
     layout = detect_layout(state, path)
-    rename = {"nvlabs": _nvlabs_name, "huggingface": _hf_name, "mmseg": _mmseg_name, "charm": _charm_name}[layout]
     tensors: dict[str, Tensor] = {}
     skipped: dict[str, str] = {}
     for key, value in state.items():
-        target = rename(key)
+        target = _our_name(key, layout)
         if isinstance(target, Skip):
             skipped[key] = target.reason
         else:
@@ -155,80 +154,74 @@ class Skip:
 _IMAGENET_HEAD = Skip("ImageNet classifier")
 _UNUSED = Skip("not part of a SegFormer (auxiliary or unused head)")
 
+# Per layout: (full-match pattern of a file name, our name). Groups: `stage0` counts the encoder's
+# stages from 0 (ours from 1), `head1` the decoder's stage linears from 1 (ours from 0), `part` is
+# looked up in the layout's block table; the others are copied.
+_RULES: dict[str, tuple[tuple[str, str], ...]] = {
+    "nvlabs": (
+        (r"(?:backbone\.)?(?P<rest>(?:patch_embed|block|norm)\d\..+)", "backbone.{rest}"),
+        (r"decode_head\.linear_c(?P<head1>\d)\.proj\.(?P<leaf>\w+)", "decoder.linear_c.{head}.{leaf}"),
+        (r"decode_head\.linear_fuse\.conv\.(?P<leaf>\w+)", "decoder.linear_fuse.{leaf}"),
+        (r"decode_head\.linear_fuse\.bn\.(?P<leaf>\w+)", "decoder.bn.{leaf}"),
+        (r"decode_head\.linear_pred\.(?P<leaf>\w+)", "decoder.linear_pred.{leaf}"),
+    ),
+    "huggingface": (
+        (r"(?:segformer\.)?(?:encoder\.)?patch_embeddings\.(?P<stage0>\d)\.proj\.(?P<leaf>\w+)",
+         "backbone.patch_embed{stage}.proj.{leaf}"),
+        (r"(?:segformer\.)?(?:encoder\.)?patch_embeddings\.(?P<stage0>\d)\.layer_norm\.(?P<leaf>\w+)",
+         "backbone.patch_embed{stage}.norm.{leaf}"),
+        (r"(?:segformer\.)?(?:encoder\.)?block\.(?P<stage0>\d)\.(?P<i>\d+)\.(?P<part>.+)\.(?P<leaf>\w+)",
+         "backbone.block{stage}.{i}.{part}.{leaf}"),
+        (r"(?:segformer\.)?(?:encoder\.)?layer_norm\.(?P<stage0>\d)\.(?P<leaf>\w+)", "backbone.norm{stage}.{leaf}"),
+        (r"decode_head\.linear_c\.(?P<i>\d)\.proj\.(?P<leaf>\w+)", "decoder.linear_c.{i}.{leaf}"),
+        (r"decode_head\.linear_fuse\.(?P<leaf>\w+)", "decoder.linear_fuse.{leaf}"),
+        (r"decode_head\.batch_norm\.(?P<leaf>\w+)", "decoder.bn.{leaf}"),
+        (r"decode_head\.classifier\.(?P<leaf>\w+)", "decoder.linear_pred.{leaf}"),
+    ),
+    "mmseg": (
+        (r"(?:backbone\.)?layers\.(?P<stage0>\d)\.0\.projection\.(?P<leaf>\w+)", "backbone.patch_embed{stage}.proj.{leaf}"),
+        (r"(?:backbone\.)?layers\.(?P<stage0>\d)\.0\.norm\.(?P<leaf>\w+)", "backbone.patch_embed{stage}.norm.{leaf}"),
+        (r"(?:backbone\.)?layers\.(?P<stage0>\d)\.1\.(?P<i>\d+)\.(?P<part>.+?)[._](?P<leaf>weight|bias)",
+         "backbone.block{stage}.{i}.{part}.{leaf}"),
+        (r"(?:backbone\.)?layers\.(?P<stage0>\d)\.2\.(?P<leaf>\w+)", "backbone.norm{stage}.{leaf}"),
+    ),
+    "charm": ((r"(?P<rest>.+)", "{rest}"),),
+}
+# Block-internal module names -> ours (HuggingFace's k and v, mmseg's packed qkv: see _merge_attention)
+_BLOCK_PARTS = {
+    "huggingface": {"layer_norm_1": "norm1", "layer_norm_2": "norm2", "attention.self.query": "attn.q",
+                    "attention.self.key": "attn.k", "attention.self.value": "attn.v", "attention.self.sr": "attn.sr",
+                    "attention.self.layer_norm": "attn.norm", "attention.output.dense": "attn.proj",
+                    "mlp.dense1": "mlp.fc1", "mlp.dwconv.dwconv": "mlp.dwconv.dwconv", "mlp.dense2": "mlp.fc2"},
+    "mmseg": {"norm1": "norm1", "norm2": "norm2", "attn.attn.in_proj": "attn.qkv", "attn.attn.out_proj": "attn.proj",
+              "attn.sr": "attn.sr", "attn.norm": "attn.norm", "ffn.layers.0": "mlp.fc1",
+              "ffn.layers.1": "mlp.dwconv.dwconv", "ffn.layers.4": "mlp.fc2"},
+}
 
-def _common_skip(key: str) -> Skip | None:
+
+def _our_name(key: str, layout: str) -> str | Skip:
+    """Our name for a file tensor of `layout`, or why it has none."""
+    if key.startswith(("head.", "classifier.")) and layout in ("nvlabs", "huggingface"):
+        return _IMAGENET_HEAD
     if key.startswith(("auxiliary_head.", "decode_head.conv_seg.")):
         return _UNUSED  # mmseg's BaseDecodeHead creates conv_seg even where SegFormer's head never uses it
-    return None
-
-
-def _nvlabs_name(key: str) -> str | Skip:
-    if skip := _common_skip(key):
-        return skip
-    key = key.removeprefix("backbone.")
-    if re.match(r"(patch_embed\d|block\d|norm\d)\.", key):
-        return "backbone." + key
-    if key.startswith("head."):
-        return _IMAGENET_HEAD
-    m = re.fullmatch(r"decode_head\.(linear_c(\d)\.proj|linear_fuse\.conv|linear_fuse\.bn|linear_pred)\.(\w+)", key)
-    if m:
-        part, stage, leaf = m.groups()
-        ours = {"linear_fuse.conv": "linear_fuse", "linear_fuse.bn": "bn", "linear_pred": "linear_pred"}.get(part)
-        return f"decoder.{ours or f'linear_c.{int(stage) - 1}'}.{leaf}"
-    return Skip("unknown name")
-
-
-_HF_BLOCK = {"layer_norm_1": "norm1", "layer_norm_2": "norm2", "attention.self.query": "attn.q",
-             "attention.self.key": "attn.k", "attention.self.value": "attn.v", "attention.self.sr": "attn.sr",
-             "attention.self.layer_norm": "attn.norm", "attention.output.dense": "attn.proj",
-             "mlp.dense1": "mlp.fc1", "mlp.dwconv.dwconv": "mlp.dwconv.dwconv", "mlp.dense2": "mlp.fc2"}
-
-
-def _hf_name(key: str) -> str | Skip:
-    if key.startswith("classifier."):
-        return _IMAGENET_HEAD
-    key = key.removeprefix("segformer.").removeprefix("encoder.")
-    if m := re.fullmatch(r"patch_embeddings\.(\d)\.(proj|layer_norm)\.(\w+)", key):
-        stage, part, leaf = m.groups()
-        return f"backbone.patch_embed{int(stage) + 1}.{'norm' if part == 'layer_norm' else 'proj'}.{leaf}"
-    if m := re.fullmatch(r"block\.(\d)\.(\d+)\.(.+)\.(\w+)", key):
-        stage, index, part, leaf = m.groups()
-        if part in _HF_BLOCK:
-            return f"backbone.block{int(stage) + 1}.{index}.{_HF_BLOCK[part]}.{leaf}"
-    if m := re.fullmatch(r"layer_norm\.(\d)\.(\w+)", key):
-        return f"backbone.norm{int(m[1]) + 1}.{m[2]}"
-    if m := re.fullmatch(r"decode_head\.(linear_c\.\d\.proj|linear_fuse|batch_norm|classifier)\.(\w+)", key):
-        part, leaf = m.groups()
-        ours = {"linear_fuse": "linear_fuse", "batch_norm": "bn", "classifier": "linear_pred"}.get(part)
-        return f"decoder.{ours or part.removesuffix('.proj')}.{leaf}"
-    return Skip("unknown name")
-
-
-_MMSEG_BLOCK = {"norm1": "norm1", "norm2": "norm2", "attn.attn.in_proj": "attn.qkv",
-                "attn.attn.out_proj": "attn.proj", "attn.sr": "attn.sr", "attn.norm": "attn.norm",
-                "ffn.layers.0": "mlp.fc1", "ffn.layers.1": "mlp.dwconv.dwconv", "ffn.layers.4": "mlp.fc2"}
-
-
-def _mmseg_name(key: str) -> str | Skip:
-    if skip := _common_skip(key):
-        return skip
-    if key.startswith("decode_head."):
+    if layout == "mmseg" and key.startswith("decode_head."):
         return Skip("mmseg SegformerHead: conv + BN + ReLU per stage, no SegFormer MLP counterpart")
-    key = key.removeprefix("backbone.")
-    if m := re.fullmatch(r"layers\.(\d)\.0\.(projection|norm)\.(\w+)", key):
-        stage, part, leaf = m.groups()
-        return f"backbone.patch_embed{int(stage) + 1}.{'proj' if part == 'projection' else 'norm'}.{leaf}"
-    if m := re.fullmatch(r"layers\.(\d)\.1\.(\d+)\.(.+?)[._](weight|bias)", key):
-        stage, index, part, leaf = m.groups()
-        if part in _MMSEG_BLOCK:
-            return f"backbone.block{int(stage) + 1}.{index}.{_MMSEG_BLOCK[part]}.{leaf}"
-    if m := re.fullmatch(r"layers\.(\d)\.2\.(\w+)", key):
-        return f"backbone.norm{int(m[1]) + 1}.{m[2]}"
+    for pattern, template in _RULES[layout]:
+        m = re.fullmatch(pattern, key)
+        if m is None:
+            continue
+        groups = m.groupdict()
+        if "part" in groups:
+            groups["part"] = _BLOCK_PARTS[layout].get(groups["part"])
+            if groups["part"] is None:
+                continue
+        if "stage0" in groups:
+            groups["stage"] = int(groups["stage0"]) + 1
+        if "head1" in groups:
+            groups["head"] = int(groups["head1"]) - 1
+        return template.format(**groups)
     return Skip("unknown name")
-
-
-def _charm_name(key: str) -> str:
-    return key
 
 
 def _merge_attention(tensors: dict[str, Tensor]) -> None:
