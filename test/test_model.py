@@ -35,7 +35,7 @@ def _mask(subset: tuple[str, ...], batch: int) -> torch.Tensor:
     return row.expand(batch, -1).clone()
 
 
-@pytest.mark.parametrize("backbone", list(BACKBONES))
+@pytest.mark.parametrize("backbone", [b for b in BACKBONES if b not in ("b3", "b4", "b5")])  # those: b2, deeper
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_subset_gives_logits_at_input_size(arch: str, backbone: str) -> None:
     model = _model(arch=arch, backbone=backbone, num_classes=7)
