@@ -268,7 +268,7 @@ def test_config_round_trips_through_json_and_validates() -> None:
     assert again == cfg and again.modalities == ("depth", "lidar")
     assert ModelConfig(backbone="b2").resolved_decoder_dim == 768
     assert ModelConfig(backbone="b0").resolved_decoder_dim == 256
-    for bad, message in [(dict(arch="sum"), "arch"), (dict(backbone="b5"), "backbone"),
+    for bad, message in [(dict(arch="sum"), "arch"), (dict(backbone="b6"), "backbone"),
                          (dict(modalities=("rgb", "radar")), "unknown modalities"), (dict(modalities=()), "at least"),
                          (dict(window_size=0), "window_size"), (dict(mpu_blocks=-1), "mpu_blocks"),
                          (dict(drop_path=1.0), "drop_path")]:
