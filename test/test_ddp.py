@@ -11,6 +11,7 @@ import math
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,29 +27,40 @@ RECIPE = ["model.backbone=tiny", "modalities=[rgb, depth]", "size=[64, 64]", "ba
           "eval_every=100", "checkpoint_every=100", "val_max_samples=1", "model.drop_path=0.1"]
 
 
-def _rank(rank: int, port: int, overrides: list[str], out: str, stop_at: int | None, frozen_clock_rank: int | None
-          ) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+@dataclass(frozen=True)
+class Run:
+    """One Trainer.fit on every rank: recipe overrides, where to stop, a rank whose clock stands still."""
+    overrides: list[str]
+    stop_at: int | None = None
+    frozen_clock_rank: int | None = None
+
+
+def _rank(rank: int, ports: list[int], runs: list[Run], out: str) -> None:
+    """Each run with a fresh Trainer (and process group) in this process: a later run starts from what
+    the earlier one left on disk, as a relaunched torchrun would (without paying torch's import again)."""
     import charm_core.train.trainer as trainer_module
     from charm_core.train.config import load_config
 
-    if rank == frozen_clock_rank:  # this rank alone would never see the time limit
-        trainer_module.time = SimpleNamespace(monotonic=lambda: 0.0)
-    trainer = trainer_module.Trainer(load_config(None, overrides))
-    steps, step = [], trainer.train_step
+    monotonic = trainer_module.time
+    for index, (run, port) in enumerate(zip(runs, ports)):
+        os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(port))
+        # the rank with a frozen clock would never see the time limit by itself
+        trainer_module.time = SimpleNamespace(monotonic=lambda: 0.0) if rank == run.frozen_clock_rank else monotonic
+        trainer = trainer_module.Trainer(load_config(None, run.overrides))
+        steps, step = [], trainer.train_step
 
-    def recorded(inputs, labels):
-        first = trainer.step
-        result = step(inputs, labels)
-        steps.append({"step": first, "loss": result.loss, "col": result.col, "ine": result.ine,
-                      "modality": result.ine_modality})
-        return result
+        def recorded(inputs, labels, trainer=trainer, steps=steps, step=step):
+            first = trainer.step
+            result = step(inputs, labels)
+            steps.append({"step": first, "loss": result.loss, "col": result.col, "ine": result.ine,
+                          "modality": result.ine_modality})
+            return result
 
-    trainer.train_step = recorded
-    trainer.fit(resume=True, stop_at=stop_at)
-    torch.save({n: p.detach().clone() for n, p in trainer.model.named_parameters()}, f"{out}/rank{rank}.pt")
-    Path(f"{out}/rank{rank}.json").write_text(json.dumps({"steps": steps, "final": trainer.step}))
+        trainer.train_step = recorded
+        trainer.fit(resume=True, stop_at=run.stop_at)
+        torch.save({n: p.detach().clone() for n, p in trainer.model.named_parameters()}, f"{out}/{index}.{rank}.pt")
+        Path(f"{out}/{index}.{rank}.json").write_text(json.dumps({"steps": steps, "final": trainer.step}))
 
 
 def _free_port() -> int:
@@ -57,12 +69,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_ranks(overrides: list[str], out: Path, stop_at: int | None = None, frozen_clock_rank: int | None = None,
-              timeout: float = 120.0) -> list[dict]:
-    """Both ranks to completion (a hang fails the test instead of blocking it); their reports."""
+def run_ranks(runs: list[Run], out: Path, timeout: float = 240.0) -> list[list[dict]]:
+    """The runs on both ranks, to completion (a hang fails the test instead of blocking it); per run,
+    the ranks' reports."""
     out.mkdir(parents=True, exist_ok=True)
-    context = mp.start_processes(_rank, args=(_free_port(), overrides, str(out), stop_at, frozen_clock_rank),
-                                 nprocs=WORLD, join=False, start_method="spawn")
+    context = mp.start_processes(_rank, args=([_free_port() for _ in runs], runs, str(out)), nprocs=WORLD,
+                                 join=False, start_method="spawn")
     deadline = time.monotonic() + timeout
     try:
         while not context.join(timeout=1.0):
@@ -72,10 +84,12 @@ def run_ranks(overrides: list[str], out: Path, stop_at: int | None = None, froze
             if proc.is_alive():
                 proc.kill()
     reports = []
-    for rank in range(WORLD):
-        report = json.loads((out / f"rank{rank}.json").read_text())
-        report["params"] = torch.load(out / f"rank{rank}.pt", weights_only=True)
-        reports.append(report)
+    for index in range(len(runs)):
+        reports.append([])
+        for rank in range(WORLD):
+            report = json.loads((out / f"{index}.{rank}.json").read_text())
+            report["params"] = torch.load(out / f"{index}.{rank}.pt", weights_only=True)
+            reports[-1].append(report)
     return reports
 
 
@@ -90,7 +104,11 @@ def test_two_gloo_ranks_train_col_and_ine_in_step_and_resume(small_dataset, tmp_
     run = tmp_path / "run"
     recipe = [f"data_root={small_dataset}", f"out_dir={run}", *RECIPE]
 
-    first = run_ranks(recipe, tmp_path / "a", stop_at=5)
+    # First 5 of 8 steps, saved; then resumed under DDP, now with fp16 AMP (autocast + GradScaler) and a
+    # time limit that only rank 0's clock sees: both ranks continue from the saved step and stop together
+    # after one step (a rank that went on alone would hang in its all-reduce).
+    first, second = run_ranks([Run(recipe, stop_at=5),
+                               Run([*recipe, "amp=fp16", "time_limit_min=1e-6"], frozen_clock_rank=1)], tmp_path / "ranks")
     for report in first:
         assert [s["step"] for s in report["steps"]] == [0, 1, 2, 3, 4] and report["final"] == 5
         assert all(math.isfinite(s[k]) for s in report["steps"] for k in ("loss", "col", "ine"))
@@ -99,12 +117,8 @@ def test_two_gloo_ranks_train_col_and_ine_in_step_and_resume(small_dataset, tmp_
     assert modalities[0] == modalities[1]                                  # one m* per step for all ranks
     assert [s["col"] for s in first[0]["steps"]] != [s["col"] for s in first[1]["steps"]]  # different shards
     saved, _ = load_checkpoint(run / "last.safetensors")
-    assert_same_weights(dict(saved.named_parameters()), first[0]["params"])
+    assert_same_weights(dict(saved.named_parameters()), second[0]["params"])   # rank 0 wrote the last step
 
-    # Resume under DDP, now with fp16 AMP (autocast + GradScaler) and a time limit that only rank 0's
-    # clock sees: both continue from the saved step and stop together after one step (a rank that
-    # went on alone would hang in its all-reduce).
-    second = run_ranks([*recipe, "amp=fp16", "time_limit_min=1e-6"], tmp_path / "b", frozen_clock_rank=1)
     for report in second:
         assert [s["step"] for s in report["steps"]] == [5] and report["final"] == 6
         assert all(math.isfinite(s["loss"]) for s in report["steps"])
