@@ -38,19 +38,18 @@ from charm_core.model.mit import BACKBONES
 from charm_core.model.segmentor import Segmentor
 from charm_core.state_dict_file import load_state_dict_file
 
-LAYOUTS = ("nvlabs", "huggingface", "mmseg", "charm")
 _CLASSIFIER = ("decoder.linear_pred.weight", "decoder.linear_pred.bias")
 
 
 @dataclass
 class ImportReport:
-    """What init_from did, in our parameter names (file names for what it skipped)."""
+    """What init_from did, in our parameter names (file names for tensors without a counterpart)."""
 
     path: Path
     layout: str
     loaded: list[str] = field(default_factory=list)
     reinitialised: dict[str, str] = field(default_factory=dict)   # ours -> why it kept its fresh values
-    skipped: dict[str, str] = field(default_factory=dict)         # file key -> why it was not used
+    skipped: dict[str, str] = field(default_factory=dict)         # tensor -> why it was not used
     not_in_file: list[str] = field(default_factory=list)          # ours, outside the encoder
 
     def summary(self) -> str:

@@ -34,8 +34,8 @@ from charm_core.data.deliver import DeliverDataset
 from charm_core.evaluation import evaluate_subsets
 from charm_core.model import build_model, init_from
 from charm_core.modalities import all_subsets
-from charm_core.train.class_weights import class_pixels, sqrt_median_weights
 from charm_core.train import distributed
+from charm_core.train.class_weights import class_pixels, sqrt_median_weights
 from charm_core.train.config import TrainConfig
 from charm_core.train.distributed import from_rank0, mean_over_ranks, step_seed
 from charm_core.train.dual_path import DualPath
@@ -202,7 +202,8 @@ class Trainer:
         modality = None
         if cfg.ine != "off":
             # one stream shared by all ranks and statistics all-reduced below, so every rank draws the
-            # same m*; rank 0's draw is nonetheless what all use (DDP needs one graph shape per step)
+            # same m*; rank 0's draw is what all use, so the ranks cannot train different m* even if
+            # their statistics ever drifted apart
             drawn = self.sampler.sample(torch.Generator().manual_seed(step_seed(cfg.seed, self.step, "ine")))
             modality = cfg.modalities[from_rank0(cfg.modalities.index(drawn), self.ranks, self.device)]
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
