@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from charm_core.classes import CLASS_ID, DELIVER_CLASSES
-from charm_core.data.augment import AugmentConfig, augment
+from charm_core.data.augment import AugmentConfig, augment, deliver_eval_resize, deliver_eval_shape, floor_nearest
 from charm_core.data.deliver import DeliverDataset, deliver_labels, find_samples
 from charm_core.data.synthetic.export import write_dataset
 from charm_core.encoders import IMAGENET_MEAN, IMAGENET_STD
@@ -84,6 +84,73 @@ def test_low_resolution_events_are_resized_nearest(tree):
     images, _ = ds.load_raw(0)
     small = (np.arange((H // 4) * (W // 4)).reshape(H // 4, W // 4) % 251).astype(np.uint8)
     np.testing.assert_array_equal(images["event"][..., 0], np.repeat(np.repeat(small, 4, 0), 4, 1))
+
+
+def test_events_smaller_than_rgb_are_upsampled_floor_nearest_as_the_reference(tmp_path):
+    raw = np.ones((H, W), np.uint8)
+    _frame(tmp_path, "fog", "val", "MAP_4_point1_eventlowres", "000001", raw, event_hw=(12, 12))
+    images, _ = DeliverDataset(tmp_path, "val", modalities=["event"], size=(H, W)).load_raw(0)
+    small = (np.arange(12 * 12).reshape(12, 12) % 251).astype(np.uint8)
+    # 12 -> 16: source index floor(i * 12 / 16), by hand: each 4 outputs read 3k, 3k, 3k + 1, 3k + 2
+    index = [0, 0, 1, 2, 3, 3, 4, 5, 6, 6, 7, 8, 9, 9, 10, 11]
+    np.testing.assert_array_equal(images["event"][..., 0], small[index][:, index])
+
+
+def test_floor_nearest_is_torch_nearest_not_nearest_exact():
+    row = np.arange(48, dtype=np.uint8)[None, :, None]
+    out = floor_nearest(row, (1, 64))[0, :, 0]
+    assert out[:8].tolist() == [0, 0, 1, 2, 3, 3, 4, 5]                    # 48 -> 64 by hand
+    for size in ((48, 64), (261, 1042), (7, 10), (1042, 1042)):
+        x = torch.arange(size[0] * size[0]).reshape(1, 1, size[0], size[0]).float()
+        image = x[0, 0].numpy()
+        ours = floor_nearest(image, (size[1], size[1]))
+        torch_nearest = torch.nn.functional.interpolate(x, size=(size[1], size[1]), mode="nearest")[0, 0].numpy()
+        np.testing.assert_array_equal(ours, torch_nearest)
+    exact = cv2.resize(row, (64, 1), interpolation=cv2.INTER_NEAREST_EXACT).ravel()
+    assert exact[:8].tolist() == [0, 1, 1, 2, 3, 4, 4, 5]                  # what the loader used to do
+
+
+@pytest.mark.parametrize("hw,short,scaled,aligned", [
+    ((1042, 1042), 1024, (1024, 1024), (1024, 1024)),   # DELIVER at the recipes' size: one resize
+    ((1042, 1042), 500, (500, 500), (512, 512)),        # short side, then up to a multiple of 32
+    ((1080, 1920), 1024, (1024, 1820), (1024, 1824)),   # 1920 * 1024 / 1080 = 1820.44
+    ((100, 194), 25, (25, 48), (32, 64)),               # 48.5 rounds half to even (Python's round), to 48
+])
+def test_deliver_eval_sizes(hw, short, scaled, aligned):
+    assert deliver_eval_shape(*hw, short) == (scaled, aligned)
+
+
+def test_deliver_eval_resize_antialiases_images_and_takes_labels_nearest_twice():
+    img = np.zeros((128, 128, 3), np.uint8)
+    img[0, 0] = 255
+    out, _ = deliver_eval_resize({"rgb": img, "lidar": img}, np.zeros((128, 128), np.uint8), 32)
+    # 4x down, triangle filter of support 4 around input x = 2: weights .625 .875 .875 .625 .375 .125
+    # over pixels 0..5, so pixel 0 keeps .625 / 3.5 per axis: 255 * (.625 / 3.5) ** 2 = 8.1
+    assert out["rgb"].shape == (32, 32, 3) and out["rgb"][0, 0].tolist() == [8, 8, 8]
+    np.testing.assert_array_equal(out["lidar"], out["rgb"])                # every modality, as the reference
+    labels = np.tile(np.arange(30, dtype=np.uint8), (20, 1))
+    images = {"rgb": np.zeros((20, 30, 3), np.uint8)}
+    out, lab = deliver_eval_resize(images, labels, 32)                    # 20x30 -> 32x48 -> 32x64
+    assert lab.shape == (32, 64) and out["rgb"].shape == (32, 64, 3)
+    # column k reads floor(floor(k * 48 / 64) * 30 / 48), by hand for k = 0..7
+    assert lab[0, :8].tolist() == [0, 0, 0, 1, 1, 1, 2, 3]
+
+
+def test_dataset_eval_resize_option(tree):
+    inputs, label = DeliverDataset(tree, "val", size=(40, 40), eval_resize="deliver")[0]
+    assert label.shape == (64, 64) and all(v.shape == (3, 64, 64) for v in inputs.values())  # 16 -> 40 -> 64
+    assert DeliverDataset(tree, "val", size=(40, 40))[0][1].shape == (40, 40)
+    with pytest.raises(ValueError, match="eval_resize"):
+        DeliverDataset(tree, "val", eval_resize="bicubic")
+
+
+@pytest.mark.parametrize("recipe,resize", [("deliver_b0", "deliver"), ("deliver_b2", "deliver"),
+                                           ("synthetic_tiny", "exact"), ("synthetic_b0", "exact")])
+def test_deliver_recipes_validate_with_the_reference_resize(recipe, resize):
+    from charm_core.train.config import load_config
+    from conftest import ROOT
+
+    assert load_config(ROOT / "training" / f"{recipe}.yaml").eval_resize == resize
 
 
 def test_condition_and_case_selection(tree):

@@ -35,7 +35,7 @@ def _mask(subset: tuple[str, ...], batch: int) -> torch.Tensor:
     return row.expand(batch, -1).clone()
 
 
-@pytest.mark.parametrize("backbone", list(BACKBONES))
+@pytest.mark.parametrize("backbone", [b for b in BACKBONES if b not in ("b3", "b4", "b5")])  # those: b2, deeper
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_subset_gives_logits_at_input_size(arch: str, backbone: str) -> None:
     model = _model(arch=arch, backbone=backbone, num_classes=7)
@@ -268,7 +268,7 @@ def test_config_round_trips_through_json_and_validates() -> None:
     assert again == cfg and again.modalities == ("depth", "lidar")
     assert ModelConfig(backbone="b2").resolved_decoder_dim == 768
     assert ModelConfig(backbone="b0").resolved_decoder_dim == 256
-    for bad, message in [(dict(arch="sum"), "arch"), (dict(backbone="b5"), "backbone"),
+    for bad, message in [(dict(arch="sum"), "arch"), (dict(backbone="b6"), "backbone"),
                          (dict(modalities=("rgb", "radar")), "unknown modalities"), (dict(modalities=()), "at least"),
                          (dict(window_size=0), "window_size"), (dict(mpu_blocks=-1), "mpu_blocks"),
                          (dict(drop_path=1.0), "drop_path")]:

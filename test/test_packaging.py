@@ -35,6 +35,36 @@ def test_package_xml_is_format3_ament_python_with_ros_dependencies():
     assert (ROOT / "resource" / "charm_ros").is_file()
 
 
+DEPEND_TAGS = ("depend", "build_depend", "build_export_depend", "buildtool_depend", "exec_depend", "test_depend",
+               "doc_depend")
+
+
+def checked_dependency_names() -> tuple[str, dict[str, set[str]]]:
+    """test/data/rosdep_keys.txt: the ros/rosdistro commit it was checked against, names per section."""
+    text = (ROOT / "test" / "data" / "rosdep_keys.txt").read_text()
+    commit = re.search(r"ros/rosdistro commit ([0-9a-f]{40})", text)
+    assert commit, "the list names the ros/rosdistro commit its names were checked against"
+    sections: dict[str, set[str]] = {}
+    current = None
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], set())
+        elif line:
+            current.add(line.split()[0])
+    return commit[1], sections
+
+
+def test_every_package_xml_dependency_is_a_checked_rosdep_key_or_ros_package():
+    root = ET.parse(ROOT / "package.xml").getroot()
+    deps = {e.text.strip() for tag in DEPEND_TAGS for e in root.findall(tag)}
+    _, sections = checked_dependency_names()
+    assert set(sections) == {"rosdep", "ros"}
+    unknown = sorted(deps - sections["rosdep"] - sections["ros"])
+    assert not unknown, f"package.xml depends on {unknown}: not in test/data/rosdep_keys.txt (check ros/rosdistro)"
+    assert {"python3-numpy", "python3-rosbags-pip"} <= deps and "python3-pytorch-pip" not in deps
+
+
 def test_every_console_script_points_at_a_callable():
     scripts = console_scripts()
     assert "charm_launch" in scripts

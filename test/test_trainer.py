@@ -119,3 +119,13 @@ def test_recipes_are_valid(recipe):
     assert cfg.model_config().arch == "charm" and cfg.steps > cfg.warmup_steps
     with pytest.raises(ValueError, match="unknown training options"):
         load_config(recipe, ["no_such_option=1"])
+
+
+def test_recipe_init_from_starts_the_model_from_the_file(small_dataset, tmp_path, random_checkpoint, capsys):
+    from charm_core.checkpoint import load_checkpoint
+
+    trainer = make_trainer(small_dataset, tmp_path, "steps=2", "warmup_steps=0", f"init_from={random_checkpoint}")
+    source, _ = load_checkpoint(random_checkpoint)
+    own = trainer.model.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in source.state_dict().items())
+    assert f"init_from {random_checkpoint} (charm layout): loaded {len(own)} tensors" in capsys.readouterr().out

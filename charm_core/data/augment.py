@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from charm_core.classes import IGNORE_INDEX
 
@@ -39,6 +43,48 @@ def resize(img: np.ndarray, hw: tuple[int, int], nearest: bool) -> np.ndarray:
         interp = cv2.INTER_AREA if h * w < img.shape[0] * img.shape[1] else cv2.INTER_LINEAR
     out = cv2.resize(img, (w, h), interpolation=interp)
     return out[..., None] if img.ndim == 3 and out.ndim == 2 else out
+
+
+def floor_nearest(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize with source index floor(dst * in / out), in exact integer arithmetic:
+    torch's "nearest" (torchvision's NEAREST) and cv2.INTER_NEAREST, which DELIVER's reference loader
+    uses. (INTER_NEAREST_EXACT / "nearest-exact" sample pixel centres instead, a different pattern.)"""
+    h, w = hw
+    if img.shape[:2] == (h, w):
+        return img
+    rows = np.arange(h) * img.shape[0] // h
+    cols = np.arange(w) * img.shape[1] // w
+    return img[rows[:, None], cols[None, :]]
+
+
+def deliver_eval_shape(h: int, w: int, short: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """DELIVER's evaluation sizes for an h x w frame: (short side scaled to `short`, Python-rounded),
+    then that rounded up to multiples of 32 (what the network is fed)."""
+    scale = short / min(h, w)
+    scaled = (round(h * scale), round(w * scale))
+    return scaled, (math.ceil(scaled[0] / 32) * 32, math.ceil(scaled[1] / 32) * 32)
+
+
+def _bilinear_aa(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """uint8 HxWxC -> hw: bilinear with antialiasing, rounded back to uint8 (torchvision's resize of a
+    uint8 tensor; its uint8 fast path may differ by one grey level)."""
+    if img.shape[:2] == tuple(hw):
+        return img
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+    y = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
+    return y.round_().clamp_(0, 255)[0].permute(1, 2, 0).to(torch.uint8).numpy()
+
+
+def deliver_eval_resize(images: dict[str, np.ndarray], labels: np.ndarray, short: int
+                        ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """DELIVER's evaluation resize (the reference's val transform): short side to `short`, then up to
+    multiples of 32, as two resizes; every modality bilinear with antialias (LiDAR and events too, as
+    there), labels floor-nearest. Frames keep their aspect ratio, so sizes can differ between frames."""
+    scaled, aligned = deliver_eval_shape(*labels.shape, short)
+    for hw in (scaled, aligned):
+        images = {k: _bilinear_aa(v, hw) for k, v in images.items()}
+        labels = floor_nearest(labels, hw)
+    return images, labels
 
 
 def color_jitter(rgb: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:

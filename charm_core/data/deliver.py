@@ -6,7 +6,7 @@ hha/..._depth (the depth modality is read from the HHA images), event/..._event,
 semantic/..._semantic. A sensor-failure case is a substring of the sample path (e.g. a sequence
 folder `MAP_3_point120_motionblur`), as in the reference.
 
-Also as in the reference: event images are resized to the RGB size with nearest neighbour; the label
+Also as in the reference: event images are resized to the RGB size with (floor) nearest neighbour; the label
 is channel 0 (R) of the semantic PNG with raw 0 (and 255) -> 255 ignore and raw k -> k - 1; RGB gets
 ImageNet normalization and every other modality is divided by 255. Raw ids above 25 (not DELIVER
 classes) also become ignore instead of out-of-range targets.
@@ -23,12 +23,16 @@ import torch
 from torch.utils.data import Dataset
 
 from charm_core.classes import DELIVER_CLASSES, IGNORE_INDEX
-from charm_core.data.augment import SPARSE_MODALITIES, AugmentConfig, augment, resize
+from charm_core.data.augment import (SPARSE_MODALITIES, AugmentConfig, augment, deliver_eval_resize, floor_nearest,
+                                    resize)
 from charm_core.data.synthetic.conditions import CASES, CONDITIONS
 from charm_core.encoders.rgb import frame_to_network
 from charm_core.modalities import MODALITIES, canonical
 
 SPLITS = ("train", "val", "test")
+# Evaluation resize: "exact" to `size` (area / bilinear, nearest for labels and sparse rasters) or
+# "deliver", the reference protocol (augment.deliver_eval_resize; short side to size[0]).
+EVAL_RESIZES = ("exact", "deliver")
 # modality -> (top-level folder, file-name token replacing "_rgb")
 FOLDERS = {"rgb": ("img", "_rgb"), "depth": ("hha", "_depth"), "event": ("event", "_event"),
            "lidar": ("lidar", "_lidar"), "semantic": ("semantic", "_semantic")}
@@ -109,7 +113,7 @@ def read_labels(path: Path) -> np.ndarray:
 class DeliverDataset(Dataset):
     """DELIVER-layout frames -> ({modality: float32 3xHxW tensor}, int64 HxW labels, 255 = ignore).
 
-    Evaluation (augment=False) resizes to `size` (labels and sparse rasters nearest). Training
+    Evaluation (augment=False) resizes as `eval_resize` says (EVAL_RESIZES). Training
     (augment=True) applies `charm_core.data.augment` seeded by (seed, epoch, index); call
     `set_epoch` each epoch for fresh augmentations.
     """
@@ -117,7 +121,10 @@ class DeliverDataset(Dataset):
     def __init__(self, root: str | Path, split: str, modalities: Iterable[str] = MODALITIES,
                  size: tuple[int, int] = (256, 256), conditions: Iterable[str] | None = None,
                  cases: Iterable[str | None] | None = None, augment: bool = False, seed: int = 0,
-                 augment_config: AugmentConfig = AugmentConfig()) -> None:
+                 augment_config: AugmentConfig = AugmentConfig(), eval_resize: str = "exact") -> None:
+        if eval_resize not in EVAL_RESIZES:
+            raise ValueError(f"eval_resize must be one of {EVAL_RESIZES}, got {eval_resize!r}")
+        self.eval_resize = eval_resize
         self.root = Path(root)
         self.modalities = canonical(modalities)
         if not self.modalities:
@@ -145,7 +152,7 @@ class DeliverDataset(Dataset):
             if img.ndim == 2:
                 img = np.repeat(img[..., None], 3, axis=2)
             if m == "event":
-                img = resize(img, labels.shape, nearest=True)
+                img = floor_nearest(img, labels.shape)
             if img.shape[:2] != labels.shape:
                 raise ValueError(f"{s.path(m)}: size {img.shape[:2]} differs from its labels {labels.shape}")
             images[m] = img
@@ -156,6 +163,8 @@ class DeliverDataset(Dataset):
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             images, labels = augment(images, labels, self.size, rng, self.augment_config)
+        elif self.eval_resize == "deliver":
+            images, labels = deliver_eval_resize(images, labels, self.size[0])
         else:
             images = {k: resize(v, self.size, k in SPARSE_MODALITIES) for k, v in images.items()}
             labels = resize(labels, self.size, nearest=True)

@@ -1,8 +1,9 @@
 """SegFormer's Mix Transformer (MiT) encoder, shared by every modality.
 
 Module and parameter names follow the official SegFormer release (patch_embed1.proj, block1.0.attn.q,
-norm1, ...) so its ImageNet checkpoints load by name. LayerNorm eps also follows that release: 1e-6 in
-blocks and stage norms, the PyTorch default 1e-5 in patch embeddings and the spatial-reduction norm.
+norm1, ...) so its ImageNet checkpoints load by name (other layouts: charm_core.model.weights).
+LayerNorm eps also follows that release: 1e-6 in blocks and stage norms, the PyTorch default 1e-5 in
+patch embeddings and the spatial-reduction norm.
 
 Features travel as channels-last tokens [N, h*w, C]; convolutions see them through a free
 permute (a channels_last NCHW view), so no layout copies are made between stages.
@@ -10,13 +11,10 @@ permute (a channels_last NCHW view), so no layout copies are made between stages
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from charm_core.state_dict_file import load_state_dict_file
 
 
 @dataclass(frozen=True)
@@ -35,6 +33,9 @@ BACKBONES: dict[str, MiTConfig] = {
     "b0": MiTConfig((32, 64, 160, 256), (2, 2, 2, 2), (1, 2, 5, 8), (8, 4, 2, 1), decoder_dim=256),
     "b1": MiTConfig((64, 128, 320, 512), (2, 2, 2, 2), (1, 2, 5, 8), (8, 4, 2, 1), decoder_dim=256),
     "b2": MiTConfig((64, 128, 320, 512), (3, 4, 6, 3), (1, 2, 5, 8), (8, 4, 2, 1), decoder_dim=768),
+    "b3": MiTConfig((64, 128, 320, 512), (3, 4, 18, 3), (1, 2, 5, 8), (8, 4, 2, 1), decoder_dim=768),
+    "b4": MiTConfig((64, 128, 320, 512), (3, 8, 27, 3), (1, 2, 5, 8), (8, 4, 2, 1), decoder_dim=768),
+    "b5": MiTConfig((64, 128, 320, 512), (3, 6, 40, 3), (1, 2, 5, 8), (8, 4, 2, 1), decoder_dim=768),
 }
 
 
@@ -187,34 +188,3 @@ def _init_weights(m: nn.Module) -> None:
         nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
-
-
-# Prefixes that wrap the encoder's keys in common exports (a full SegFormer model, DDP).
-_STRIP_PREFIXES = ("backbone.", "module.")
-# The ImageNet classifier of the official release; a segmentation encoder has no use for it.
-_IGNORED_PREFIXES = ("head.",)
-
-
-def load_imagenet_weights(backbone: MixVisionTransformer, path: str | Path) -> None:
-    """Load official MiT ImageNet weights (mit_b*.pth or a .safetensors copy) into `backbone`.
-
-    Reads without unpickling code. Every encoder tensor must be present with the right shape; the
-    classifier head is ignored. Raises ValueError naming missing, unexpected and mis-shaped keys.
-    """
-    cleaned = {}
-    for key, value in load_state_dict_file(path).items():
-        for prefix in _STRIP_PREFIXES:
-            key = key.removeprefix(prefix)
-        if not key.startswith(_IGNORED_PREFIXES):
-            cleaned[key] = value
-    own = backbone.state_dict()
-    missing = sorted(set(own) - set(cleaned))
-    unexpected = sorted(set(cleaned) - set(own))
-    shapes = [f"{k}: file {tuple(cleaned[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in cleaned and cleaned[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        raise ValueError(
-            f"{path} does not match this MiT encoder (embed dims {backbone.embed_dims}): "
-            f"{len(missing)} missing {missing[:8]}, {len(unexpected)} unexpected {unexpected[:8]}, "
-            f"{len(shapes)} shape mismatches {shapes[:8]}")
-    backbone.load_state_dict(cleaned)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from charm_core.checkpoint import load_checkpoint
-from charm_core.data.deliver import SPLITS, DeliverDataset
+from charm_core.data.deliver import EVAL_RESIZES, SPLITS, DeliverDataset
 from charm_core.evaluation import PROTOCOLS, evaluate_subsets
 from charm_core.inference import resolve_device
 from charm_core.modalities import all_subsets
@@ -26,8 +26,10 @@ def train_main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
     except (OSError, ValueError, TypeError) as exc:
         parser.error(str(exc))
-    best = Trainer(cfg).fit(resume=not args.no_resume)
-    print(f"best checkpoint: {best}")
+    trainer = Trainer(cfg)
+    best = trainer.fit(resume=not args.no_resume)
+    if trainer.main:
+        print(f"best checkpoint: {best}")
     return 0
 
 
@@ -60,6 +62,9 @@ def eval_main(argv: list[str] | None = None) -> int:
                         help="drop: absent modalities are not fed; zero: fed as zeros and marked available")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                         help="evaluation size (default: the checkpoint's training size)")
+    parser.add_argument("--resize", choices=EVAL_RESIZES,
+                        help="exact: to --size; deliver: DELIVER's protocol, short side to H rounded up to a "
+                             "multiple of 32 (default: the checkpoint's recipe, else exact)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--max-samples", type=int, default=None, help="evaluate an evenly spaced subset")
@@ -71,7 +76,8 @@ def eval_main(argv: list[str] | None = None) -> int:
     try:
         model, info = load_checkpoint(args.checkpoint, map_location=device)
         size = tuple(args.size or info.provenance.get("input_size", (256, 256)))
-        data = DeliverDataset(args.data, args.split, info.modalities, size)
+        resize = args.resize or info.provenance.get("recipe", {}).get("eval_resize", "exact")
+        data = DeliverDataset(args.data, args.split, info.modalities, size, eval_resize=resize)
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
     indices = list(range(len(data)))
@@ -79,8 +85,9 @@ def eval_main(argv: list[str] | None = None) -> int:
         indices = indices[:: max(1, len(indices) // args.max_samples)][: args.max_samples]
     report = evaluate_subsets(model, EvalBatches(data, indices, args.batch_size), info.class_names,
                               all_subsets(info.modalities), args.protocol, device)
+    shape = f"short side {size[0]}, DELIVER resize" if resize == "deliver" else f"{size[0]}x{size[1]}"
     print(f"{args.checkpoint} on {args.data} [{args.split}, {len(indices)} samples, protocol {args.protocol}, "
-          f"{size[0]}x{size[1]}]\n")
+          f"{shape}]\n")
     print(report.markdown())
     compact = report.compact()
     if args.json:

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from charm_core.data.deliver import EVAL_RESIZES
 from charm_core.modalities import MODALITIES, canonical
 from charm_core.model import ModelConfig
 
@@ -22,11 +23,14 @@ class TrainConfig:
     modalities: tuple[str, ...] = MODALITIES
     size: tuple[int, int] = (256, 256)           # training crop size (H, W)
     eval_size: tuple[int, int] | None = None     # validation and deployment input size (None = size)
+    eval_resize: str = "exact"                   # exact: to eval_size | deliver: the DELIVER protocol (short side
+                                                 # to eval_size[0], up to multiples of 32; data/deliver.py)
     augment_scale: tuple[float, float] = (0.5, 2.0)  # random-resize factor range; 1 = short side fits the crop
     val_max_samples: int | None = 200            # validation subset for periodic evaluation (None = all)
     # model
     model: dict[str, Any] = field(default_factory=dict)   # ModelConfig fields
-    pretrained: str | None = None                # local MiT ImageNet weights for the backbone (never downloaded)
+    init_from: str | None = None                 # local weights to start from: MiT / SegFormer (NVlabs, HuggingFace,
+                                                 # mmseg) or a charm checkpoint; see charm_core.model.weights
     # optimisation (DELIVER/CMNeXt recipe)
     batch_size: int = 8
     steps: int = 4000
@@ -61,9 +65,9 @@ class TrainConfig:
     time_limit_min: float | None = None          # stop (and save) after this much training time, resumes included
 
     def __post_init__(self) -> None:
-        for f in fields(self):  # YAML reads "6e-5" (no dot) as a string: coerce numbers by the field's default
+        for f in fields(self):  # YAML reads "6e-5" (no dot) as a string: coerce numbers by the field's type
             value = getattr(self, f.name)
-            if isinstance(f.default, float) and not isinstance(value, bool) and value is not None:
+            if f.type in ("float", "float | None") and not isinstance(value, bool) and value is not None:
                 try:
                     setattr(self, f.name, float(value))
                 except (TypeError, ValueError):
@@ -81,11 +85,15 @@ class TrainConfig:
             value = getattr(self, name)
             if len(value) != 2 or min(value) < 32:
                 raise ValueError(f"{name} must be [height, width] >= 32, got {value}")
+        if self.eval_resize not in EVAL_RESIZES:
+            raise ValueError(f"eval_resize must be one of {EVAL_RESIZES}, got {self.eval_resize!r}")
         if self.ine not in INE_MODES:
             raise ValueError(f"ine must be one of {INE_MODES}, got {self.ine!r}")
         for name in ("batch_size", "steps", "log_every", "eval_every", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.seed) < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.warmup_steps < 0 or self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps must be in [0, steps), got {self.warmup_steps}")
         if self.class_weights not in ("none", "sqrt_median"):

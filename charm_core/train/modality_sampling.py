@@ -56,15 +56,16 @@ class SoftMinSampler:
         return torch.softmax(-self.strength.nan_to_num(0.0) / self.temperature, dim=0)
 
     def sample(self, generator: torch.Generator) -> str:
-        index = int(torch.multinomial(self.probabilities().float(), 1, generator=generator))
-        self.counts[index] += 1
-        return self.modalities[index]
+        """Draw m*; a pure function of the statistics and `generator` (ranks drawing from equal
+        generators with equal statistics agree)."""
+        return self.modalities[int(torch.multinomial(self.probabilities().float(), 1, generator=generator))]
 
     def update(self, modality: str, accuracy: float) -> None:
-        """Feed back the single-modality path's pixel accuracy (0..1) for the modality just trained."""
+        """Count a step trained on `modality` and feed back its single-modality pixel accuracy (0..1)."""
+        i = self.modalities.index(modality)
+        self.counts[i] += 1
         if not math.isfinite(accuracy):
             return
-        i = self.modalities.index(modality)
         if self.strength[i].isnan():
             self.strength[i] = accuracy
         else:

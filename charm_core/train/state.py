@@ -1,7 +1,8 @@
-"""Resumable training state in safetensors (no pickle): optimizer moments, RNG states, counters.
+"""Resumable training state in safetensors (no pickle): optimizer moments and counters.
 
 Tensors go in as tensors; everything else (param-group settings, step, sampler statistics) as JSON
-in the metadata, so a resumed run continues bit-for-bit where the saved one stopped.
+in the metadata, so a resumed run continues bit-for-bit where the saved one stopped. No RNG state is
+kept: the trainer draws each step's randomness from (seed, step, rank) (distributed.step_seed).
 """
 from __future__ import annotations
 
@@ -14,12 +15,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 _OPTIM = "optim.state."
-_RNG = "rng."
 
 
-def save_training_state(path: str | Path, optimizer: torch.optim.Optimizer, generators: dict[str, torch.Generator],
-                        extra: dict[str, Any]) -> None:
-    """Write optimizer state, the named generators, torch's global RNG and JSON-able `extra` atomically."""
+def save_training_state(path: str | Path, optimizer: torch.optim.Optimizer, extra: dict[str, Any]) -> None:
+    """Write optimizer state and JSON-able `extra` atomically."""
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
@@ -29,9 +28,6 @@ def save_training_state(path: str | Path, optimizer: torch.optim.Optimizer, gene
                 tensors[f"{_OPTIM}{index}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(index), {})[key] = value
-    for name, gen in generators.items():
-        tensors[f"{_RNG}{name}"] = gen.get_state()
-    tensors[f"{_RNG}__torch_global__"] = torch.get_rng_state()
     metadata = {"param_groups": json.dumps(state["param_groups"]), "optim_scalars": json.dumps(scalars),
                 "extra": json.dumps(extra)}
     path = Path(path)
@@ -40,8 +36,7 @@ def save_training_state(path: str | Path, optimizer: torch.optim.Optimizer, gene
     tmp.replace(path)
 
 
-def load_training_state(path: str | Path, optimizer: torch.optim.Optimizer,
-                        generators: dict[str, torch.Generator]) -> dict[str, Any]:
+def load_training_state(path: str | Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore what save_training_state wrote; returns `extra`."""
     path = Path(path)
     tensors = load_file(str(path))
@@ -62,7 +57,4 @@ def load_training_state(path: str | Path, optimizer: torch.optim.Optimizer,
     if len(groups) != len(current) or any(len(a["params"]) != len(b["params"]) for a, b in zip(groups, current)):
         raise ValueError(f"{path}: optimizer parameter groups do not match this model")
     optimizer.load_state_dict({"state": state, "param_groups": groups})
-    for name, gen in generators.items():
-        gen.set_state(tensors[f"{_RNG}{name}"])
-    torch.set_rng_state(tensors[f"{_RNG}__torch_global__"])
     return json.loads(metadata["extra"])

@@ -6,21 +6,24 @@ Every step:
 - InE (individual enhancement): one modality m*, drawn by SoftMin over a running strength estimate,
   runs alone through the same projector / RE / MPU / head -> OHEM CE; L = CE_CoL + lambda * CE_InE.
   With `ine_isolated` the InE gradient stops at the shared backbone (A).
-Inference uses the CoL path only. Single process on CPU or GPU; several GPUs through `torchrun`
-(DistributedDataParallel, batches sharded by rank). Resumable: weights + optimizer + RNG state.
+Inference uses the CoL path only. Single process on CPU or GPU; several processes (GPUs, or CPU
+ranks on gloo; one machine or several) through `torchrun`: DistributedDataParallel over both paths
+in one forward (dual_path.DualPath), batches sharded by rank, m* identical on every rank, rank 0
+alone validating, logging and writing checkpoints, and every rank stopping at the same step.
+Resumable: weights + optimizer + sampler statistics; each step's randomness is a function of
+(seed, step, rank), so a resumed run draws what an uninterrupted one would have.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
@@ -29,11 +32,13 @@ from charm_core.classes import DELIVER_CLASSES, DELIVER_PALETTE, IGNORE_INDEX
 from charm_core.data.augment import AugmentConfig
 from charm_core.data.deliver import DeliverDataset
 from charm_core.evaluation import evaluate_subsets
-from charm_core.inference import resolve_device
-from charm_core.model import build_model, load_imagenet_weights
+from charm_core.model import build_model, init_from
 from charm_core.modalities import all_subsets
+from charm_core.train import distributed
 from charm_core.train.class_weights import class_pixels, sqrt_median_weights
 from charm_core.train.config import TrainConfig
+from charm_core.train.distributed import from_rank0, mean_over_ranks, step_seed
+from charm_core.train.dual_path import DualPath
 from charm_core.train.losses import OhemCrossEntropy
 from charm_core.train.modality_sampling import SoftMinSampler, random_subset_masks
 from charm_core.train.optim import build_optimizer, warmup_poly
@@ -58,7 +63,12 @@ class EpochIndexed(Dataset):
 
 
 class StepBatches(Sampler):
-    """Batch keys for steps [start, steps): a seeded permutation per epoch, sharded across ranks."""
+    """Batch keys for steps [start, steps): a seeded permutation per epoch, sharded across ranks.
+
+    What DistributedSampler + set_epoch do (a fresh permutation each epoch, disjoint shards per
+    rank), addressed by step instead of by epoch, so a run resumed in the middle of an epoch
+    continues with the very batches the interrupted one would have drawn next.
+    """
 
     def __init__(self, n: int, batch_size: int, steps: int, seed: int, start: int = 0,
                  rank: int = 0, world: int = 1) -> None:
@@ -96,27 +106,20 @@ class StepResult:
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        if self.world > 1:
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            if torch.cuda.is_available():
-                torch.cuda.set_device(local)
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-            self.device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
-        else:
-            self.device = resolve_device(cfg.device)
+        self.ranks, self.device = distributed.setup(cfg.device)
+        self.rank, self.world, self.main = self.ranks.rank, self.ranks.world, self.ranks.main
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.main = self.rank == 0
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
 
         self.model_cfg = cfg.model_config()
         self.model = build_model(self.model_cfg).to(self.device)
-        if cfg.pretrained:
-            load_imagenet_weights(self.model.backbone, cfg.pretrained)
+        if cfg.init_from:
+            report = init_from(self.model, cfg.init_from)
+            if self.main:
+                print(report.summary())
         self.train_set = DeliverDataset(cfg.data_root, cfg.train_split, cfg.modalities, cfg.size,
                                         augment=True, seed=cfg.seed,
                                         augment_config=AugmentConfig(scale=cfg.augment_scale))
@@ -132,16 +135,19 @@ class Trainer:
         self.loss_fn = OhemCrossEntropy(cfg.ohem_thresh, cfg.ohem_min_kept, class_weights=weights).to(self.device)
         self.sampler = SoftMinSampler(cfg.modalities, cfg.ine_temperature, cfg.ine_momentum,
                                       mode="uniform" if cfg.ine == "uniform" else "softmin")
-        self.generators = {"subsets": torch.Generator().manual_seed(cfg.seed * 7 + 1 + self.rank),
-                           "ine": torch.Generator().manual_seed(cfg.seed * 7 + 2)}
         self.step = 0
         self.best = -math.inf
         self.amp_dtype = self._amp_dtype()
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.net = self.model
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.net: torch.nn.Module = DualPath(self.model)
         if self.world > 1:
+            # Depthwise kernels [C, 1, k, k] get gradients whose stride differs from the weight's in
+            # the size-1 dimension only (the same memory layout), which DDP reports as a mismatch.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+            # find_unused_parameters: a modality no sample of this rank's batch has leaves its
+            # projector out of the graph (the random subsets differ from rank to rank)
             self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
 
     # ------------------------------------------------------------------ setup helpers
@@ -165,9 +171,11 @@ class Trainer:
             return False
         model, _ = load_checkpoint(weights, map_location=self.device)
         self.model.load_state_dict(model.state_dict())
-        extra = load_training_state(state, self.optimizer, self.generators)
+        extra = load_training_state(state, self.optimizer)
         self.step, self.best = extra["step"], extra["best"]
         self.sampler.load_state_dict(extra["sampler"])
+        if extra.get("scaler"):  # fp16 loss scale (empty when saved without fp16)
+            self.scaler.load_state_dict(extra["scaler"])
         return True
 
     def save(self, name: str = "last") -> None:
@@ -176,8 +184,9 @@ class Trainer:
         save_checkpoint(self.out / f"{name}.safetensors", self.model, self.model_cfg, class_names=DELIVER_CLASSES,
                         palette=DELIVER_PALETTE, provenance=self.provenance())
         if name == "last":
-            save_training_state(self.out / "last.state.safetensors", self.optimizer, self.generators,
-                                {"step": self.step, "best": self.best, "sampler": self.sampler.state_dict()})
+            save_training_state(self.out / "last.state.safetensors", self.optimizer,
+                                {"step": self.step, "best": self.best, "sampler": self.sampler.state_dict(),
+                                 "scaler": self.scaler.state_dict()})
 
     # ------------------------------------------------------------------ one step
     def train_step(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
@@ -187,20 +196,25 @@ class Trainer:
             group["lr"] = group["initial_lr"] * self.lr_factor(self.step)
         inputs = {m: x.to(self.device, non_blocking=True) for m, x in inputs.items()}
         labels = labels.to(self.device, non_blocking=True)
-        available = random_subset_masks(labels.shape[0], cfg.modalities, self.generators["subsets"],
-                                        cfg.full_set_prob).to(self.device)
+        torch.manual_seed(step_seed(cfg.seed, self.step, "torch", self.rank))
+        subsets = torch.Generator().manual_seed(step_seed(cfg.seed, self.step, "subsets", self.rank))
+        available = random_subset_masks(labels.shape[0], cfg.modalities, subsets, cfg.full_set_prob).to(self.device)
+        modality = None
+        if cfg.ine != "off":
+            # one stream shared by all ranks and statistics all-reduced below, so every rank draws the
+            # same m*; rank 0's draw is what all use, so the ranks cannot train different m* even if
+            # their statistics ever drifted apart
+            drawn = self.sampler.sample(torch.Generator().manual_seed(step_seed(cfg.seed, self.step, "ine")))
+            modality = cfg.modalities[from_rank0(cfg.modalities.index(drawn), self.ranks, self.device)]
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            logits, aux = self.net(inputs, available, with_aux=True)
+            logits, aux, single = self.net(inputs, available, modality, cfg.ine_isolated)
             col = self.loss_fn(logits, labels)
             loss = col
-            aux_loss = None
+            aux_loss = ine = None
             if self.model_cfg.arch == "align":
                 aux_loss = aux["align_loss"]
                 loss = loss + cfg.align_weight * aux_loss
-            ine = modality = None
-            if cfg.ine != "off":
-                modality = self.sampler.sample(self.generators["ine"])
-                single = self.net({modality: inputs[modality]}, None, detach_backbone=cfg.ine_isolated)
+            if single is not None:
                 ine = self.loss_fn(single, labels)
                 loss = loss + cfg.ine_lambda * ine
         self.optimizer.zero_grad(set_to_none=True)
@@ -214,10 +228,7 @@ class Trainer:
             with torch.no_grad():
                 labelled = labels != IGNORE_INDEX
                 correct = (single.argmax(1) == labels) & labelled
-                accuracy = correct.sum().float() / labelled.sum().clamp(min=1)
-                if self.world > 1:
-                    dist.all_reduce(accuracy)
-                    accuracy /= self.world
+                accuracy = mean_over_ranks(correct.sum().float() / labelled.sum().clamp(min=1), self.ranks)
             self.sampler.update(modality, float(accuracy))
         self.step += 1
         def value(t: torch.Tensor | None) -> float | None:
@@ -229,7 +240,8 @@ class Trainer:
     def validate(self) -> dict:
         cfg = self.cfg
         if self.val_set is None:
-            self.val_set = DeliverDataset(cfg.data_root, cfg.val_split, cfg.modalities, cfg.eval_size)
+            self.val_set = DeliverDataset(cfg.data_root, cfg.val_split, cfg.modalities, cfg.eval_size,
+                                          eval_resize=cfg.eval_resize)
         val = self.val_set
         indices = range(len(val)) if cfg.val_max_samples is None else \
             range(0, len(val), max(1, len(val) // cfg.val_max_samples))
@@ -246,6 +258,7 @@ class Trainer:
         if resume and self.resume() and self.main:
             print(f"resumed from step {self.step}")
         if self.step >= cfg.steps:
+            distributed.shutdown(self.ranks)
             return self.out / "best.safetensors"
         batches = StepBatches(len(self.train_set), cfg.batch_size, cfg.steps, cfg.seed, self.step,
                               self.rank, self.world)
@@ -286,11 +299,14 @@ class Trainer:
             if record and log:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            out_of_time = cfg.time_limit_min is not None and time.monotonic() - start > cfg.time_limit_min * 60
+            out_of_time = False
+            if cfg.time_limit_min is not None:  # rank 0's clock decides, so that all ranks stop together
+                out_of_time = bool(from_rank0(int(time.monotonic() - start > cfg.time_limit_min * 60),
+                                              self.ranks, self.device))
             stop = out_of_time or self.step == stop_at
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or stop:
                 self.save("last")
-            if out_of_time:
+            if out_of_time and self.main:
                 tqdm.write(f"time limit of {cfg.time_limit_min} min reached at step {self.step}; saved")
             if stop:
                 break
@@ -299,8 +315,7 @@ class Trainer:
             log.close()
         if self.main:
             plot_metrics(self.out / "metrics.jsonl", self.out / "metrics.png")
-        if self.world > 1:
-            dist.destroy_process_group()
+        distributed.shutdown(self.ranks)
         return self.out / "best.safetensors"
 
     def _summarize(self, window: list[StepResult], start: float) -> dict:
