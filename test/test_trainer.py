@@ -129,3 +129,25 @@ def test_recipe_init_from_starts_the_model_from_the_file(small_dataset, tmp_path
     own = trainer.model.state_dict()
     assert all(torch.equal(own[k], v) for k, v in source.state_dict().items())
     assert f"init_from {random_checkpoint} (charm layout): loaded {len(own)} tensors" in capsys.readouterr().out
+
+
+def test_charm_train_answers_a_missing_data_folder_in_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as done:
+        train_main([f"data_root={tmp_path / 'no_such_data'}", f"out_dir={out}", *TINY, "steps=1", "warmup_steps=0"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "Traceback" not in err
+    assert err.startswith("charm-train: error:") and err.count("\n") == 1
+    assert not out.exists(), "a failed start left an empty run folder"
+
+
+def test_charm_train_refuses_to_resume_another_model_in_one_line(small_dataset, tmp_path, capsys):
+    common = [f"data_root={small_dataset}", f"out_dir={tmp_path}", *TINY, "steps=1", "warmup_steps=0", "eval_every=100",
+              "checkpoint_every=1"]
+    assert train_main(common) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        train_main([*common, "steps=2", "model.arch=mean"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.count("\n") == 1 and len(err) < 400
+    assert "holds another model: arch 'charm' (recipe: 'mean')" in err and "--no-resume" in err

@@ -26,8 +26,14 @@ def train_main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
     except (OSError, ValueError, TypeError) as exc:
         parser.error(str(exc))
-    trainer = Trainer(cfg)
-    best = trainer.fit(resume=not args.no_resume)
+    try:  # user mistakes (a missing data folder, a run folder of another model) are one line, not a traceback
+        trainer = Trainer(cfg)
+        resumed = not args.no_resume and trainer.resume()
+    except (OSError, ValueError) as exc:
+        parser.exit(2, f"charm-train: error: {exc}\n")
+    if resumed and trainer.main:
+        print(f"resumed from step {trainer.step}")
+    best = trainer.fit(resume=False)
     if trainer.main:
         print(f"best checkpoint: {best}")
     return 0

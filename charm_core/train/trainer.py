@@ -111,7 +111,6 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.out = Path(cfg.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
 
         self.model_cfg = cfg.model_config()
@@ -124,6 +123,7 @@ class Trainer:
                                         augment=True, seed=cfg.seed,
                                         augment_config=AugmentConfig(scale=cfg.augment_scale))
         self.val_set: DeliverDataset | None = None
+        self.out.mkdir(parents=True, exist_ok=True)  # after the data loaded: a typo leaves no empty run folder
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.head_lr_mult)
         for group in self.optimizer.param_groups:
             group["initial_lr"] = group["lr"]
@@ -169,7 +169,12 @@ class Trainer:
         weights, state = self.out / "last.safetensors", self.out / "last.state.safetensors"
         if not (weights.is_file() and state.is_file()):
             return False
-        model, _ = load_checkpoint(weights, map_location=self.device)
+        model, info = load_checkpoint(weights, map_location=self.device)
+        if info.config != self.model_cfg:
+            saved, ours = info.config.to_dict(), self.model_cfg.to_dict()
+            diff = ", ".join(f"{k} {saved[k]!r} (recipe: {ours[k]!r})" for k in saved if saved[k] != ours.get(k))
+            raise ValueError(f"{weights} holds another model: {diff}; resume with its recipe, pick another out_dir, "
+                             "or pass --no-resume to start over there")
         self.model.load_state_dict(model.state_dict())
         extra = load_training_state(state, self.optimizer)
         self.step, self.best = extra["step"], extra["best"]
