@@ -1,21 +1,20 @@
 """Training augmentation for multimodal samples, after DELIVER/CMNeXt's recipe.
 
 Geometric steps (random resized crop, horizontal flip) move every modality and the label together;
-photometric steps (colour jitter, Gaussian blur) touch RGB only, because brightness means nothing to
-a depth, LiDAR or event encoding. Randomness comes from an explicit numpy Generator, so a sample is
+photometric steps (colour jitter, Gaussian blur) touch colour cameras only, because brightness means
+nothing to a depth, LiDAR or event encoding, and a thermal value is a temperature. Randomness comes from an explicit numpy Generator, so a sample is
 reproducible from (seed, epoch, index) whatever the DataLoader worker layout.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable, Mapping
 
 import cv2
 import numpy as np
 
 from charm_core.classes import IGNORE_INDEX
-
-# Sparse rasters: interpolating would invent LiDAR returns / events between real ones.
-SPARSE_MODALITIES = frozenset({"event", "lidar"})
+from charm_core.modalities import BUILTIN, SPARSE_KINDS, ModalitySpec
 
 
 @dataclass(frozen=True)
@@ -41,20 +40,27 @@ def resize(img: np.ndarray, hw: tuple[int, int], nearest: bool) -> np.ndarray:
     return out[..., None] if img.ndim == 3 and out.ndim == 2 else out
 
 
+def sparse_names(names: Iterable[str], specs: Mapping[str, ModalitySpec] | None) -> set[str]:
+    """The names of sparse rasters (event, LiDAR kinds): resized nearest, never interpolated."""
+    table = BUILTIN if specs is None else specs
+    return {k for k in names if table[k].kind in SPARSE_KINDS}
+
+
 def color_jitter(rgb: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
-    """Random brightness, contrast and saturation (torchvision semantics) on uint8 RGB."""
+    """Random brightness, contrast and saturation (torchvision semantics) on uint8 RGB (or float32 in [0, 1])."""
+    top = 255 if rgb.dtype == np.uint8 else 1
     x = rgb.astype(np.float32)
     b, c, s = rng.uniform(1 - strength, 1 + strength, 3)
-    x = np.clip(x * b, 0, 255)
+    x = np.clip(x * b, 0, top)
     gray = x @ np.array([0.299, 0.587, 0.114], np.float32)
-    x = np.clip((x - gray.mean()) * c + gray.mean(), 0, 255)
+    x = np.clip((x - gray.mean()) * c + gray.mean(), 0, top)
     gray = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
-    x = np.clip(gray + (x - gray) * s, 0, 255)
-    return np.rint(x).astype(np.uint8)
+    x = np.clip(gray + (x - gray) * s, 0, top)
+    return np.rint(x).astype(np.uint8) if top == 255 else x.astype(np.float32)
 
 
 def random_resized_crop(images: dict[str, np.ndarray], labels: np.ndarray, size: tuple[int, int],
-                        rng: np.random.Generator, scale: tuple[float, float]
+                        rng: np.random.Generator, scale: tuple[float, float], sparse: set[str]
                         ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Rescale by a random factor, then crop `size` at a random place; pad with 0 (labels: ignore)."""
     th, tw = size
@@ -71,20 +77,26 @@ def random_resized_crop(images: dict[str, np.ndarray], labels: np.ndarray, size:
         out[: img.shape[0], : img.shape[1]] = img
         return out
 
-    out = {k: crop(v, k in SPARSE_MODALITIES, 0) for k, v in images.items()}
+    out = {k: crop(v, k in sparse, 0) for k, v in images.items()}
     return out, crop(labels, True, IGNORE_INDEX)
 
 
 def augment(images: dict[str, np.ndarray], labels: np.ndarray, size: tuple[int, int], rng: np.random.Generator,
-            config: AugmentConfig = AugmentConfig()) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """uint8 HxWx3 modality images + HxW labels -> augmented copies of network size `size`."""
+            config: AugmentConfig = AugmentConfig(), specs: Mapping[str, ModalitySpec] | None = None
+            ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """HxWx3 modality images (uint8, or float32 for intensity / angle) + HxW labels -> augmented copies
+    of network size `size`. `specs` (name -> spec) tells the kinds; default: the built-in modalities."""
     images = dict(images)
-    if "rgb" in images and rng.random() < config.jitter_p:
-        images["rgb"] = color_jitter(images["rgb"], rng, config.jitter)
+    table = BUILTIN if specs is None else specs
+    colors = [k for k in images if table[k].kind == "color"]
+    if colors and rng.random() < config.jitter_p:
+        for k in colors:
+            images[k] = color_jitter(images[k], rng, config.jitter)
     if rng.random() < config.flip_p:
         images = {k: np.ascontiguousarray(v[:, ::-1]) for k, v in images.items()}
         labels = np.ascontiguousarray(labels[:, ::-1])
-    if "rgb" in images and rng.random() < config.blur_p:
+    if colors and rng.random() < config.blur_p:
         k = config.blur_kernel
-        images["rgb"] = cv2.GaussianBlur(images["rgb"], (k, k), 0)
-    return random_resized_crop(images, labels, size, rng, config.scale)
+        for name in colors:
+            images[name] = cv2.GaussianBlur(images[name], (k, k), 0)
+    return random_resized_crop(images, labels, size, rng, config.scale, sparse_names(images, specs))
