@@ -88,8 +88,9 @@ def surface_temperature(s: SurfaceSample, weather: Weather, condition: str, sun_
     t = np.where(people, np.where(material == CLOTH, 0.55 * SKIN_K + 0.45 * air, SKIN_K), t)
     forward = np.where(material == CAR_FWD, 1.0, -1.0)
     engine = moving & np.isin(material, (CAR_FWD, CAR_BWD)) & (s.normals[:, 0] * forward > 0.5)
-    t = t + np.where(engine, 22.0, 0.0) + np.where(moving & (material == RUBBER), 14.0, 0.0)
-    t = t + np.where(moving & ~engine & np.isin(cls, [CLASS_ID[c] for c in ("Cars", "Truck", "Bus")]), 2.0, 0.0)
+    tyre = moving & (material == RUBBER)
+    body = moving & ~engine & ~tyre & np.isin(cls, [CLASS_ID[c] for c in ("Cars", "Truck", "Bus")])
+    t = t + np.where(engine, 22.0, 0.0) + np.where(tyre, 14.0, 0.0) + np.where(body, 2.0, 0.0)
     if weather.night:
         glowing = s.surf.emission.max(axis=1) > 0
         t = t + np.where(glowing & (material == LAMP), 45.0, 0.0) + np.where(glowing & (material == FACADE), 4.0, 0.0)
