@@ -137,8 +137,10 @@ def test_written_as_centikelvin_and_loaded_by_the_deliver_loader(tmp_path: Path)
 
 def test_cli_chooses_the_modalities(tmp_path: Path, capsys):
     assert synth_main(["--out", str(tmp_path), "--train", "1", "--size", "32", "--workers", "1", "--no-progress",
-                       "--modalities", "rgb,thermal"]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["img", "semantic", "thermal"]
+                       "--modalities", "thermal,lidar"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["lidar", "semantic", "thermal"]
+    ds = DeliverDataset(tmp_path, "train", ["lidar", "thermal"], size=(32, 32))
+    assert len(ds) == 1 and set(ds[0][0]) == {"lidar", "thermal"}, "frames found without img/"
     with pytest.raises(SystemExit):
         synth_main(["--out", str(tmp_path), "--train", "1", "--modalities", "rgb,sonar"])
     assert "sonar" in capsys.readouterr().err

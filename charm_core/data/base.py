@@ -98,8 +98,9 @@ class ModalDataset(Dataset):
     PALETTE: np.ndarray = np.zeros((0, 3), np.uint8)
     SPECS: dict[str, ModalitySpec] = {}
 
-    def __init__(self, modalities: Iterable[ModalityEntry], size: tuple[int, int], augment: bool, seed: int,
-                 augment_config: AugmentConfig) -> None:
+    def __init__(self, root: str | Path, modalities: Iterable[ModalityEntry], size: tuple[int, int], augment: bool,
+                 seed: int, augment_config: AugmentConfig) -> None:
+        self.root = Path(root)
         self.specs = resolve_modalities(modalities, defaults=self.SPECS)
         if not self.specs:
             raise ValueError("at least one modality is required")
@@ -111,6 +112,13 @@ class ModalDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @staticmethod
+    def found(samples: list, nothing: str) -> list:
+        """`samples`, or ValueError(`nothing`) when there are none (a wrong root or split)."""
+        if not samples:
+            raise ValueError(nothing)
+        return samples
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -112,12 +112,10 @@ class DeliverDataset(ModalDataset):
                  size: tuple[int, int] = (256, 256), conditions: Iterable[str] | None = None,
                  cases: Iterable[str | None] | None = None, augment: bool = False, seed: int = 0,
                  augment_config: AugmentConfig = AugmentConfig()) -> None:
-        super().__init__(modalities, size, augment, seed, augment_config)
-        self.root = Path(root)
-        self.samples = find_samples(self.root, split, conditions, cases)
-        if not self.samples:
-            raise ValueError(f"no DELIVER samples under {self.root}/img/*/{split}/*/ for conditions={conditions}, "
-                             f"cases={cases}")
+        super().__init__(root, modalities, size, augment, seed, augment_config)
+        self.samples = self.found(find_samples(self.root, split, conditions, cases),
+                                  f"no DELIVER samples under {self.root}/img/*/{split}/*/ for conditions={conditions}, "
+                                  f"cases={cases}")
 
     def load_raw(self, index: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The sample as stored: HxWx3 images per modality at label size (uint8 as stored; float32

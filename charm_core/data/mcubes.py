@@ -57,16 +57,14 @@ class MCubeSDataset(ModalDataset):
     def __init__(self, root: str | Path, split: str, modalities: Iterable[ModalityEntry] = ("rgb", "aolp", "dolp", "nir"),
                  size: tuple[int, int] = (512, 512), augment: bool = False, seed: int = 0,
                  augment_config: AugmentConfig = AugmentConfig()) -> None:
-        super().__init__(modalities, size, augment, seed, augment_config)
+        super().__init__(root, modalities, size, augment, seed, augment_config)
         wrong = [s.name for s in self.specs if KINDS.get(s.name) != s.kind]
         if wrong:
             raise ValueError(f"MCubeS has no {wrong}; it provides {', '.join(f'{m} ({k})' for m, k in KINDS.items())}")
         if split not in LISTS:
             raise ValueError(f"split must be one of {tuple(LISTS)}, got {split!r}")
-        self.root = Path(root)
-        self.samples = [ListedSample(n) for n in read_list(self.root / "list_folder" / LISTS[split])]
-        if not self.samples:
-            raise ValueError(f"{self.root / 'list_folder' / LISTS[split]} lists no frames")
+        listing = self.root / "list_folder" / LISTS[split]
+        self.samples = self.found([ListedSample(n) for n in read_list(listing)], f"{listing} lists no frames")
 
     def path(self, name: str, folder: str, suffix: str) -> Path:
         return self.root / folder / f"{name}{suffix}"

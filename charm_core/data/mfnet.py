@@ -50,16 +50,15 @@ class MFNetDataset(ModalDataset):
     def __init__(self, root: str | Path, split: str, modalities: Iterable[ModalityEntry] = ("rgb", "thermal"),
                  size: tuple[int, int] = (480, 640), augment: bool = False, seed: int = 0,
                  augment_config: AugmentConfig = AugmentConfig()) -> None:
-        super().__init__(modalities, size, augment, seed, augment_config)
+        super().__init__(root, modalities, size, augment, seed, augment_config)
         wrong = [s.name for s in self.specs if s.name not in FILES]
         if wrong or any(s.kind != ("color" if s.name == "rgb" else "intensity") for s in self.specs):
             raise ValueError(f"MFNet provides rgb (color) and thermal (intensity), not {wrong or list(self.modalities)}")
         if split not in LISTS:
             raise ValueError(f"split must be one of {tuple(LISTS)}, got {split!r}")
-        self.root = Path(root)
-        self.samples = [ListedSample(n, _condition(n)) for n in read_list(self.root / LISTS[split])]
-        if not self.samples:
-            raise ValueError(f"{self.root / LISTS[split]} lists no frames")
+        listing = self.root / LISTS[split]
+        self.samples = self.found([ListedSample(n, _condition(n)) for n in read_list(listing)],
+                                  f"{listing} lists no frames")
 
     def load_raw(self, index: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         n = self.samples[index].name

@@ -92,12 +92,10 @@ class MusesDataset(ModalDataset):
     def __init__(self, root: str | Path, split: str, modalities: Iterable[ModalityEntry] = ("rgb", "event", "lidar"),
                  size: tuple[int, int] = (512, 512), weather: str | None = None, time: str | None = None,
                  augment: bool = False, seed: int = 0, augment_config: AugmentConfig = AugmentConfig()) -> None:
-        super().__init__(modalities, size, augment, seed, augment_config)
-        self.root = Path(root)
-        self.samples = find_muses(self.root, split, weather, time)
-        if not self.samples:
-            raise ValueError(f"no MUSES frames under {self.root}/frame_camera/{split}/<weather>/<time>/ "
-                             f"(weather={weather}, time={time})")
+        super().__init__(root, modalities, size, augment, seed, augment_config)
+        self.samples = self.found(find_muses(self.root, split, weather, time),
+                                  f"no MUSES frames under {self.root}/frame_camera/{split}/<weather>/<time>/ "
+                                  f"(weather={weather}, time={time})")
 
     def load_raw(self, index: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         s = self.samples[index]
