@@ -4,8 +4,8 @@
     python bench/model_latency.py --device cuda    # the same on a GPU (add --precision fp16/bf16)
 
 Batch 1, eval mode, inference_mode, channels_last on CPU, the process set up as the Predictor sets it
-up (glibc keeps freed memory; --no-malloc-tuning measures without). Subsets are the first k
-modalities in canonical order: cost depends only on how many are present. Every repetition runs each
+up (glibc keeps freed memory; --no-malloc-tuning measures without). Subsets are the first k of the
+model's modalities: cost depends only on how many are present. Every repetition runs each
 arch and subset size once (interleaved), so load drift on a shared machine hits all cells alike;
 latency is the median. GFLOPs = 2 x multiply-accumulates of matmuls, convolutions and attention
 (torch.utils.flop_counter), counted on one forward.
@@ -22,7 +22,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from charm_core.malloc_tuning import retain_freed_memory
-from charm_core.modalities import MODALITIES
 from charm_core.model import ModelConfig, build_model
 
 ARCHS = ("mean", "charm")
@@ -63,11 +62,12 @@ def measure(backbone: str, size: int, device: torch.device, precision: str, warm
             model = model.to(memory_format=torch.channels_last)
         models[arch] = model
     inputs = {}
-    for k in range(1, len(MODALITIES) + 1):
+    modalities = models["charm"].cfg.modalities
+    for k in range(1, len(modalities) + 1):
         x = torch.randn(1, 3, size, size, device=device)
         if device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
-        inputs[k] = {m: x.clone() for m in MODALITIES[:k]}
+        inputs[k] = {m: x.clone() for m in modalities[:k]}
     gflops = {(a, k): count_gflops(models[a], inputs[k]) for a in ARCHS for k in inputs}
     times: dict[tuple[str, int], list[float]] = {key: [] for key in gflops}
     autocast = torch.autocast(device.type, dtype=_DTYPES[precision], enabled=precision != "fp32")

@@ -1,8 +1,10 @@
 """Model checkpoints as safetensors: tensors plus JSON metadata, loaded without unpickling anything.
 
-Metadata (safetensors allows str -> str only, so values are JSON strings): the ModelConfig, class
-names, palette, the model's modalities, the modality order of availability masks, the training
-provenance and a SHA-256 of the tensor bytes, so a flipped bit in the data is caught, not run.
+Metadata (safetensors allows str -> str only, so values are JSON strings): the ModelConfig (with the
+spec of every modality), class names, palette, the model's modalities, the modality order of
+availability masks (the model's own list; files written when that order was DELIVER's four for
+every model say so and still load), the training provenance and a SHA-256 of the tensor bytes, so a
+flipped bit in the data is caught, not run.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from charm_core.classes import DELIVER_CLASSES, DELIVER_PALETTE
-from charm_core.modalities import MODALITIES
+from charm_core.modalities import DELIVER_MODALITIES
 from charm_core.model import ModelConfig, build_model
 from charm_core.model.segmentor import Segmentor
 
@@ -39,7 +41,7 @@ class CheckpointInfo:
     config: ModelConfig
     class_names: tuple[str, ...]
     palette: np.ndarray  # uint8 [num_classes, 3]
-    modalities: tuple[str, ...]  # what the model accepts, canonical order
+    modalities: tuple[str, ...]  # what the model accepts, in its order (authoritative)
     provenance: dict[str, Any] = field(default_factory=dict)  # recipe, steps, seed, input_size, metrics...
 
 
@@ -70,7 +72,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: ModelConfig, *,
         "class_names": json.dumps(list(class_names)),
         "palette": json.dumps(palette.astype(int).tolist()),
         "modalities": json.dumps(list(config.modalities)),
-        "modality_order": json.dumps(list(MODALITIES)),
+        "modality_order": json.dumps(list(config.modalities)),
         "provenance": provenance_json,
         "sha256": tensor_digest(tensors),
     }
@@ -102,9 +104,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         config = ModelConfig.from_dict(parsed["config"])
     except (json.JSONDecodeError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable metadata: {exc}") from exc
-    if tuple(parsed["modality_order"]) != MODALITIES:
-        raise CheckpointError(f"{path}: availability order {parsed['modality_order']} differs from "
-                              f"this code's {list(MODALITIES)}")
+    order = tuple(parsed["modality_order"])
+    legacy = order == DELIVER_MODALITIES and config.modalities == tuple(m for m in order if m in config.modalities)
+    if order != config.modalities and not legacy:
+        raise CheckpointError(f"{path}: availability order {list(order)} differs from the model's "
+                              f"modalities {list(config.modalities)}")
     class_names = tuple(parsed["class_names"])
     palette = np.asarray(parsed["palette"])
     if len(class_names) != config.num_classes or palette.shape != (config.num_classes, 3):
@@ -152,3 +156,40 @@ def tensor_digest(tensors: dict[str, Tensor]) -> str:
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
+
+
+def init_from_checkpoint(model: Segmentor, path: str | Path) -> dict[str, list[str]]:
+    """Start `model` from another checkpoint's weights where they fit: every tensor of the same name
+    and shape, and the rows of per-modality tensors (RE scores, MPU modality embeddings) of the
+    modalities both models have, matched by name. What the source lacks (a new modality's projectors
+    and rows, a classifier of another size) keeps its fresh initialisation.
+
+    Returns {"loaded", "rows", "fresh", "unused"}: target keys copied whole, target keys copied row by
+    row, target keys left as initialised, source keys not used."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    tensors, meta = read_safetensors(path)
+    if meta.get("format") != FORMAT or tensor_digest(tensors) != meta.get("sha256"):
+        raise CheckpointError(f"{path}: not an intact {FORMAT} checkpoint")
+    source = ModelConfig.from_dict(json.loads(meta["config"])).modalities
+    target = model.cfg.modalities
+    rows = model.per_modality_rows()
+    state = model.state_dict()  # its tensors alias the model's: copying into them loads the weights
+    report: dict[str, list[str]] = {"loaded": [], "rows": [], "fresh": [], "unused": sorted(set(tensors) - set(state))}
+    with torch.no_grad():
+        for key, own in state.items():
+            src = tensors.get(key)
+            if src is not None and key in rows and src.shape[1:] == own.shape[1:] and len(src) == len(source):
+                shared = [m for m in target if m in source]
+                for m in shared:
+                    own[target.index(m)] = src[source.index(m)]
+                report["rows"].append(key)
+            elif src is not None and src.shape == own.shape:
+                own.copy_(src)
+                report["loaded"].append(key)
+            else:
+                report["fresh"].append(key)
+                if src is not None:
+                    report["unused"].append(key)
+    return report

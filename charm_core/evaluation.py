@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from charm_core.metrics import ConfusionMatrix, IoUResult
-from charm_core.modalities import MODALITIES, all_subsets, subset_name
+from charm_core.modalities import all_subsets
 
 PROTOCOLS = ("drop", "zero")
 
@@ -84,27 +84,31 @@ def evaluate_subsets(model: torch.nn.Module, batches: Iterable[tuple[dict[str, t
                      class_names: tuple[str, ...], subsets: list[tuple[str, ...]] | None = None,
                      protocol: str = "drop", device: torch.device | str = "cpu",
                      autocast_dtype: torch.dtype | None = None, progress: bool = True) -> SubsetReport:
-    """Run `model` on every batch for every subset. `batches` yields (inputs, labels [B,H,W], conditions)."""
+    """Run `model` on every batch for every subset. `batches` yields (inputs, labels [B,H,W], conditions).
+
+    `subsets` default to all of the model's (cfg.modalities); names join a subset's modalities in the
+    order given, which all_subsets(order) makes the model's."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     device = torch.device(device)
     model.eval()
     num_classes = len(class_names)
-    subsets = subsets if subsets is not None else all_subsets()
-    overall = {subset_name(s): ConfusionMatrix(num_classes) for s in subsets}
-    by_condition: dict[str, dict[str, ConfusionMatrix]] = {subset_name(s): {} for s in subsets}
+    subsets = subsets if subsets is not None else all_subsets(model.cfg.modalities)
+    overall = {"+".join(s): ConfusionMatrix(num_classes) for s in subsets}
+    by_condition: dict[str, dict[str, ConfusionMatrix]] = {"+".join(s): {} for s in subsets}
+    needed = {m for s in subsets for m in s}
     for inputs, labels, conditions in tqdm(batches, desc=f"eval ({protocol})", disable=not progress,
                                            unit="batch", leave=False):
-        missing = {m for s in subsets for m in s} - set(inputs)
+        missing = needed - set(inputs)
         if missing:
             raise ValueError(f"the data provides no {sorted(missing)} for the requested subsets")
-        inputs = {m: x.to(device) for m, x in inputs.items() if m in MODALITIES}
+        inputs = {m: x.to(device) for m, x in inputs.items() if m in needed}
         target = labels.numpy()
         for subset in subsets:
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 logits = model(subset_inputs(inputs, subset, protocol))
             pred = logits.argmax(1).cpu().numpy()
-            name = subset_name(subset)
+            name = "+".join(subset)
             overall[name].update(pred, target)
             for i, condition in enumerate(conditions):
                 cm = by_condition[name].setdefault(condition, ConfusionMatrix(num_classes))

@@ -165,7 +165,7 @@ def test_condition_and_case_selection(tree):
     with pytest.raises(ValueError, match="split"):
         find_samples(tree, "training")
     with pytest.raises(ValueError, match="unknown modalities"):
-        DeliverDataset(tree, "train", modalities=["thermal"])
+        DeliverDataset(tree, "train", modalities=["sonar"])
 
 
 def test_missing_modality_file_is_a_clear_error(tree):

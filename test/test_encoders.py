@@ -193,7 +193,7 @@ def test_frame_to_network_uses_imagenet_for_rgb_only():
     out = frame_to_network({"rgb": img, "lidar": img})
     assert out["lidar"].max() == 1.0 and out["rgb"].max() > 2.0
     with pytest.raises(ValueError, match="unknown modalities"):
-        frame_to_network({"thermal": img})
+        frame_to_network({"sonar": img})
 
 
 def test_events_to_frame():

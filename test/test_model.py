@@ -254,18 +254,21 @@ def test_bad_inputs_raise_clear_errors(inputs: dict, available: torch.Tensor | N
 
 def test_model_with_a_modality_subset_rejects_others() -> None:
     model = _model(modalities=("lidar", "rgb"))
-    assert model.cfg.modalities == ("rgb", "lidar")
+    assert model.cfg.modalities == ("lidar", "rgb"), "the model's own order, not a global one"
     with pytest.raises(ValueError, match="not modalities of this model"):
         model(_inputs(batch=1, h=32, w=32))
-    logits = model({"lidar": torch.randn(1, 3, 32, 32)}, torch.ones(1, 4, dtype=torch.bool))
-    assert logits.shape == (1, 25, 32, 32)
+    x = {m: torch.randn(2, 3, 32, 32) for m in ("lidar", "rgb")}
+    only_lidar = torch.tensor([[True, False], [True, False]])  # columns in the model's order
+    torch.testing.assert_close(model(x, only_lidar), model({"lidar": x["lidar"]}), atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match=r"bool tensor \[2, 2\]"):
+        model(x, torch.ones(2, 4, dtype=torch.bool))
 
 
 def test_config_round_trips_through_json_and_validates() -> None:
     cfg = ModelConfig(arch="align", backbone="b0", modalities=("lidar", "depth"), window_size=4,
                       mpu_blocks=1, symmetric_mpu=True, decoder_dim=128, drop_path=0.1)
     again = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
-    assert again == cfg and again.modalities == ("depth", "lidar")
+    assert again == cfg and again.modalities == ("lidar", "depth")
     assert ModelConfig(backbone="b2").resolved_decoder_dim == 768
     assert ModelConfig(backbone="b0").resolved_decoder_dim == 256
     for bad, message in [(dict(arch="sum"), "arch"), (dict(backbone="b6"), "backbone"),

@@ -12,15 +12,20 @@ from charm_core.train.modality_sampling import SoftMinSampler, random_subset_mas
 from charm_core.train.optim import parameter_groups, warmup_poly
 
 
-def test_random_subsets_are_non_empty_uniform_and_respect_present():
+def test_random_subsets_are_non_empty_uniform_one_column_per_model_modality():
     g = torch.Generator().manual_seed(0)
     masks = random_subset_masks(15000, MODALITIES, g)
     assert masks.any(1).all()
     codes = (masks.long() * torch.tensor([1, 2, 4, 8])).sum(1)
     counts = torch.bincount(codes, minlength=16)[1:]
     assert counts.min() > 850 and counts.max() < 1150      # ~1000 each of the 15 subsets
-    only = random_subset_masks(100, ("depth", "lidar"), g)
-    assert not only[:, [0, 2]].any() and only.any(1).all()
+    only = random_subset_masks(3000, ("depth", "lidar"), g)
+    codes = (only.long() * torch.tensor([1, 2])).sum(1)
+    assert only.shape == (3000, 2) and 900 < torch.bincount(codes, minlength=4)[1:].min()
+    six = random_subset_masks(63000, ("rgb", "thermal", "nir", "aolp", "dolp", "lidar"), g)
+    codes = (six.long() * (2 ** torch.arange(6))).sum(1)
+    counts = torch.bincount(codes, minlength=64)[1:]
+    assert six.shape == (63000, 6) and counts.min() > 850 and counts.max() < 1150  # ~1000 each of 63
     full = random_subset_masks(2000, MODALITIES, g, full_set_prob=0.5)
     assert 0.5 < full.all(1).float().mean() < 0.6          # 0.5 + 0.5/15
 

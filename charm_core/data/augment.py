@@ -1,13 +1,14 @@
 """Training augmentation for multimodal samples, after DELIVER/CMNeXt's recipe.
 
 Geometric steps (random resized crop, horizontal flip) move every modality and the label together;
-photometric steps (colour jitter, Gaussian blur) touch RGB only, because brightness means nothing to
-a depth, LiDAR or event encoding. Randomness comes from an explicit numpy Generator, so a sample is
+photometric steps (colour jitter, Gaussian blur) touch colour cameras only, because brightness means
+nothing to a depth, LiDAR or event encoding, and a thermal value is a temperature. Randomness comes from an explicit numpy Generator, so a sample is
 reproducible from (seed, epoch, index) whatever the DataLoader worker layout.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable, Mapping
 
 import math
 
@@ -17,9 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from charm_core.classes import IGNORE_INDEX
-
-# Sparse rasters: interpolating would invent LiDAR returns / events between real ones.
-SPARSE_MODALITIES = frozenset({"event", "lidar"})
+from charm_core.modalities import BUILTIN, SPARSE_KINDS, ModalitySpec
 
 
 @dataclass(frozen=True)
@@ -66,13 +65,15 @@ def deliver_eval_shape(h: int, w: int, short: int) -> tuple[tuple[int, int], tup
 
 
 def _bilinear_aa(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """uint8 HxWxC -> hw: bilinear with antialiasing, rounded back to uint8 (torchvision's resize of a
-    uint8 tensor; its uint8 fast path may differ by one grey level)."""
+    """HxWxC -> hw: bilinear with antialiasing; uint8 is rounded back to uint8 (torchvision's resize of a
+    uint8 tensor; its uint8 fast path may differ by one grey level), float32 encodings stay float."""
     if img.shape[:2] == tuple(hw):
         return img
     x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
-    y = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
-    return y.round_().clamp_(0, 255)[0].permute(1, 2, 0).to(torch.uint8).numpy()
+    y = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)[0].permute(1, 2, 0)
+    if img.dtype != np.uint8:
+        return y.numpy().astype(img.dtype)
+    return y.round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
 def deliver_eval_resize(images: dict[str, np.ndarray], labels: np.ndarray, short: int
@@ -87,20 +88,27 @@ def deliver_eval_resize(images: dict[str, np.ndarray], labels: np.ndarray, short
     return images, labels
 
 
+def sparse_names(names: Iterable[str], specs: Mapping[str, ModalitySpec] | None) -> set[str]:
+    """The names of sparse rasters (event, LiDAR kinds): resized nearest, never interpolated."""
+    table = BUILTIN if specs is None else specs
+    return {k for k in names if table[k].kind in SPARSE_KINDS}
+
+
 def color_jitter(rgb: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
-    """Random brightness, contrast and saturation (torchvision semantics) on uint8 RGB."""
+    """Random brightness, contrast and saturation (torchvision semantics) on uint8 RGB (or float32 in [0, 1])."""
+    top = 255 if rgb.dtype == np.uint8 else 1
     x = rgb.astype(np.float32)
     b, c, s = rng.uniform(1 - strength, 1 + strength, 3)
-    x = np.clip(x * b, 0, 255)
+    x = np.clip(x * b, 0, top)
     gray = x @ np.array([0.299, 0.587, 0.114], np.float32)
-    x = np.clip((x - gray.mean()) * c + gray.mean(), 0, 255)
+    x = np.clip((x - gray.mean()) * c + gray.mean(), 0, top)
     gray = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
-    x = np.clip(gray + (x - gray) * s, 0, 255)
-    return np.rint(x).astype(np.uint8)
+    x = np.clip(gray + (x - gray) * s, 0, top)
+    return np.rint(x).astype(np.uint8) if top == 255 else x.astype(np.float32)
 
 
 def random_resized_crop(images: dict[str, np.ndarray], labels: np.ndarray, size: tuple[int, int],
-                        rng: np.random.Generator, scale: tuple[float, float]
+                        rng: np.random.Generator, scale: tuple[float, float], sparse: set[str]
                         ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Rescale by a random factor, then crop `size` at a random place; pad with 0 (labels: ignore)."""
     th, tw = size
@@ -117,20 +125,26 @@ def random_resized_crop(images: dict[str, np.ndarray], labels: np.ndarray, size:
         out[: img.shape[0], : img.shape[1]] = img
         return out
 
-    out = {k: crop(v, k in SPARSE_MODALITIES, 0) for k, v in images.items()}
+    out = {k: crop(v, k in sparse, 0) for k, v in images.items()}
     return out, crop(labels, True, IGNORE_INDEX)
 
 
 def augment(images: dict[str, np.ndarray], labels: np.ndarray, size: tuple[int, int], rng: np.random.Generator,
-            config: AugmentConfig = AugmentConfig()) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """uint8 HxWx3 modality images + HxW labels -> augmented copies of network size `size`."""
+            config: AugmentConfig = AugmentConfig(), specs: Mapping[str, ModalitySpec] | None = None
+            ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """HxWx3 modality images (uint8, or float32 for intensity / angle) + HxW labels -> augmented copies
+    of network size `size`. `specs` (name -> spec) tells the kinds; default: the built-in modalities."""
     images = dict(images)
-    if "rgb" in images and rng.random() < config.jitter_p:
-        images["rgb"] = color_jitter(images["rgb"], rng, config.jitter)
+    table = BUILTIN if specs is None else specs
+    colors = [k for k in images if table[k].kind == "color"]
+    if colors and rng.random() < config.jitter_p:
+        for k in colors:
+            images[k] = color_jitter(images[k], rng, config.jitter)
     if rng.random() < config.flip_p:
         images = {k: np.ascontiguousarray(v[:, ::-1]) for k, v in images.items()}
         labels = np.ascontiguousarray(labels[:, ::-1])
-    if "rgb" in images and rng.random() < config.blur_p:
+    if colors and rng.random() < config.blur_p:
         k = config.blur_kernel
-        images["rgb"] = cv2.GaussianBlur(images["rgb"], (k, k), 0)
-    return random_resized_crop(images, labels, size, rng, config.scale)
+        for name in colors:
+            images[name] = cv2.GaussianBlur(images[name], (k, k), 0)
+    return random_resized_crop(images, labels, size, rng, config.scale, sparse_names(images, specs))

@@ -1,6 +1,7 @@
 """`charm-synth`: generate a DELIVER-layout synthetic dataset, or a preview contact sheet.
 
     charm-synth --out DIR --train N --val M --test K --size 256 --seed S [--workers 2] [--stats]
+                [--modalities rgb,depth,event,lidar,thermal]
     charm-synth --preview out.png [--seed S --size 256]
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 import cv2
 
 from charm_core.classes import DELIVER_CLASSES
-from charm_core.data.synthetic.export import write_dataset
+from charm_core.data.synthetic.export import RENDERABLE, check_modalities, write_dataset
+from charm_core.modalities import DELIVER_MODALITIES
 from charm_core.data.synthetic.preview import contact_sheet
 
 
@@ -27,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256, help="square image size in pixels")
     p.add_argument("--seed", type=int, default=0, help="world seed (same seed -> byte-identical files)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
+    p.add_argument("--modalities", default=",".join(DELIVER_MODALITIES),
+                   help=f"comma-separated sensors to write, of {','.join(RENDERABLE)} (default: DELIVER's four)")
     p.add_argument("--stats", action="store_true", help="print the class histogram of the generated set")
     p.add_argument("--preview", type=Path, help="write a contact sheet (conditions x modalities) to this PNG")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -53,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--size must be in 32..2048, got {args.size}")
     if args.seed < 0 or args.workers < 1 or min(args.train, args.val, args.test) < 0:
         p.error("--seed and the split counts must be >= 0 and --workers >= 1")
+    try:
+        modalities = check_modalities(tuple(m.strip() for m in args.modalities.split(",") if m.strip()))
+    except ValueError as exc:
+        p.error(f"--modalities: {exc}")
     if args.preview is not None:
         sheet = contact_sheet(seed=args.seed, size=args.size)
         args.preview.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--out needs at least one of --train/--val/--test > 0")
         start = time.perf_counter()
         meta = write_dataset(args.out, counts, (args.size, args.size), args.seed, workers=args.workers,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, modalities=modalities)
         n = sum(counts.values())
         print(f"wrote {n} frames to {args.out} in {time.perf_counter() - start:.1f} s")
         if args.stats:

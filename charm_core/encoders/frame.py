@@ -5,18 +5,23 @@ The reference camera (K, image_hw) defines the network frame through a Letterbox
 images are assumed registered to the reference camera (same optical centre); they may differ in
 resolution and intrinsics and are resampled (nearest: no invented depths or half events) through
 the ray of every network pixel; depth is turned into HHA after that, in the network frame. LiDAR is
-projected directly at network resolution.
+projected directly at network resolution. Single-channel cameras (intensity: physical units, angle:
+radians) are registered like events and encoded after resampling, in the network frame.
 """
 from __future__ import annotations
 
 import functools
+from typing import Mapping
 
 import cv2
 import numpy as np
 
+from charm_core.encoders.angle import encode_angle
 from charm_core.encoders.depth import depth_to_hha
 from charm_core.encoders.geometry import Letterbox, SensorGeometry, check_intrinsics, scale_intrinsics
+from charm_core.encoders.intensity import encode_intensity
 from charm_core.encoders.lidar import lidar_to_raster
+from charm_core.modalities import ModalitySpec
 
 
 def resample_registered(img: np.ndarray, src_K: np.ndarray, dst_K: np.ndarray, dst_hw: tuple[int, int]) -> np.ndarray:
@@ -55,8 +60,11 @@ class FrameEncoder:
 
     def encode(self, *, K: np.ndarray, image_hw: tuple[int, int], rgb: np.ndarray | None = None,
                depth: np.ndarray | None = None, depth_K: np.ndarray | None = None,
-               event: np.ndarray | None = None, lidar: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Returns {"rgb", "depth" (HHA), "event", "lidar"} uint8 HxWx3 for the modalities given."""
+               event: np.ndarray | None = None, lidar: np.ndarray | None = None,
+               cameras: Mapping[str, tuple[ModalitySpec, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+        """Returns {"rgb", "depth" (HHA), "event", "lidar"} uint8 HxWx3 for the modalities given, and for
+        each of `cameras` ({name: (spec, HxW image)}, intensity in physical units or angle in radians)
+        its float32 HxWx3 encoding in [0, 1]."""
         K = check_intrinsics(K)
         box = self.letterbox(image_hw)
         net_K = box.intrinsics(K)
@@ -87,6 +95,19 @@ class FrameEncoder:
         if lidar is not None:
             raster = lidar_to_raster(lidar, net_K, box.content_hw, self.geometry)
             out["lidar"] = self._pad(raster, box)
+        for name, (spec, values) in (cameras or {}).items():
+            values = np.asarray(values, dtype=np.float32)
+            if values.ndim != 2:
+                raise ValueError(f"{name} must be an HxW single-channel image, got shape {values.shape}")
+            cK = scale_intrinsics(K, box.src_hw, values.shape)
+            z = resample_registered(values, cK, net_K, box.content_hw)
+            if spec.kind == "intensity":
+                encoded = encode_intensity(z, spec)
+            elif spec.kind == "angle":
+                encoded = encode_angle(z)
+            else:
+                raise ValueError(f"{name}: cameras take intensity or angle modalities, not {spec.kind}")
+            out[name] = self._pad(encoded, box)
         return out
 
     def _into_network(self, img: np.ndarray, src_K: np.ndarray, net_K: np.ndarray, box: Letterbox) -> np.ndarray:

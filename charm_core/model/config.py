@@ -1,10 +1,10 @@
 """ModelConfig: everything needed to rebuild a model, JSON-able so checkpoints carry it."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from charm_core.modalities import MODALITIES, canonical
+from charm_core.modalities import DELIVER_MODALITIES, ModalitySpec, resolve_modalities
 from charm_core.model.mit import BACKBONES
 
 ARCHS = ("charm", "mean", "align")
@@ -15,7 +15,11 @@ class ModelConfig:
     arch: str = "charm"  # "charm" | "mean" | "align" (mean fusion + alignment loss)
     backbone: str = "tiny"  # a key of BACKBONES
     num_classes: int = 25
-    modalities: tuple[str, ...] = MODALITIES  # those the model has projectors for (canonical order)
+    # The model's modalities in its own order (availability masks, subset names and reports follow it).
+    # Entries may also be {name, kind, ...} specs; after validation they are names, and modality_specs
+    # holds the spec (kind, normalisation) of every one of them, so a checkpoint carries its encoding.
+    modalities: tuple[str, ...] = DELIVER_MODALITIES
+    modality_specs: dict[str, dict[str, Any]] = field(default_factory=dict)
     window_size: int = 8  # (A) MPU window
     mpu_blocks: int = 2  # (A) MPU blocks per stage, odd ones shifted; 0 = SP + RE only
     symmetric_mpu: bool = False  # (A) modality tokens also query the semantic feature
@@ -28,9 +32,11 @@ class ModelConfig:
             raise ValueError(f"arch {self.arch!r}: expected one of {ARCHS}")
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone {self.backbone!r}: expected one of {tuple(BACKBONES)}")
-        self.modalities = canonical(self.modalities)
-        if not self.modalities:
+        specs = resolve_modalities(self.modalities, self.modality_specs)
+        if not specs:
             raise ValueError("modalities must name at least one modality")
+        self.modalities = tuple(s.name for s in specs)
+        self.modality_specs = {s.name: s.to_dict() for s in specs}
         for name in ("num_classes", "window_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -42,6 +48,11 @@ class ModelConfig:
             raise ValueError(f"decoder_dim must be None or >= 1, got {self.decoder_dim}")
         if not 0.0 <= self.drop_path < 1.0:
             raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
+
+    @property
+    def specs(self) -> tuple[ModalitySpec, ...]:
+        """The modalities' specs, in the model's order."""
+        return tuple(ModalitySpec.from_dict(m, self.modality_specs[m]) for m in self.modalities)
 
     @property
     def resolved_decoder_dim(self) -> int:

@@ -43,6 +43,9 @@ class RobustnessEvaluator(nn.Module):
 class CharmFusion(nn.Module):
     """One stage of CHARM: S0 = sum_m RE_m * SP_m(F_m), then MPU refines S0 against the modalities."""
 
+    # Parameters with one row per modality (dim 0 in the model's modality order).
+    PER_MODALITY_ROWS = ("evaluator.weight", "evaluator.bias", "mpu.modality_embed")
+
     def __init__(self, dim: int, modalities: tuple[str, ...], window: int, blocks: int,
                  mlp_ratio: float, symmetric: bool):
         super().__init__()

@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from charm_core.modalities import MODALITIES
 from charm_core.model.config import ModelConfig
 from charm_core.model.decoder import SegFormerHead
 from charm_core.model.fusion import CharmFusion, alignment_loss, mean_fusion
@@ -15,8 +14,8 @@ from charm_core.model.mit import BACKBONES, MixVisionTransformer
 class Segmentor(nn.Module):
     """CHARM (arch "charm") or a fusion baseline ("mean", "align") on any subset of modalities.
 
-    Call with `inputs` {modality: [B, 3, H, W]} and optionally `available` [B, 4] bool in canonical
-    order (rgb, depth, event, lidar). Modalities missing from `inputs` or unavailable for the whole
+    Call with `inputs` {modality: [B, 3, H, W]} and optionally `available` [B, N] bool, one column per
+    modality of the model in its order (cfg.modalities). Modalities missing from `inputs` or unavailable for the whole
     batch never run through the backbone, so cost scales with the subset. With a per-sample mask only
     the available (modality, sample) pairs are encoded; the others enter the fusion as zeros (so even
     NaN in an absent input cannot leak) and are masked there. Returns logits [B, num_classes, H, W].
@@ -88,15 +87,15 @@ class Segmentor(nn.Module):
             if not torch.is_tensor(t) or t.ndim != 4 or t.shape[1] != 3 or t.shape != shape:
                 got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
                 raise ValueError(f"inputs[{m!r}]: expected a tensor [B, 3, H, W] like {tuple(shape)}, got {got}")
-        batch = shape[0]
+        batch, order = shape[0], self.cfg.modalities
         if available is None:
             return tuple(given), torch.cat([inputs[m] for m in given]), None
         if not torch.is_tensor(available) or available.dtype != torch.bool or \
-                tuple(available.shape) != (batch, len(MODALITIES)):
+                tuple(available.shape) != (batch, len(order)):
             got = (available.dtype, tuple(available.shape)) if torch.is_tensor(available) else type(available)
-            raise ValueError(f"available: expected a bool tensor [{batch}, {len(MODALITIES)}] in order "
-                             f"{MODALITIES}, got {got}")
-        avail = available.to(inputs[given[0]].device)[:, [MODALITIES.index(m) for m in given]]
+            raise ValueError(f"available: expected a bool tensor [{batch}, {len(order)}] in order "
+                             f"{order}, got {got}")
+        avail = available.to(inputs[given[0]].device)[:, [order.index(m) for m in given]]
         if not bool(avail.any(dim=1).all()):
             empty = (~avail.any(dim=1)).nonzero().flatten().tolist()
             raise ValueError(f"samples {empty} have no available modality among the inputs {given}")
@@ -105,6 +104,12 @@ class Segmentor(nn.Module):
         avail = avail[:, keep]
         x = torch.cat([inputs[m] for m in present])
         return present, x, None if bool(avail.all()) else avail
+
+    def per_modality_rows(self) -> set[str]:
+        """State-dict keys of tensors with one row per modality (dim 0, in cfg.modalities order)."""
+        if self.cfg.arch != "charm":
+            return set()
+        return {f"fusion.{i}.{key}" for i in range(len(self.fusion)) for key in CharmFusion.PER_MODALITY_ROWS}
 
     def _scatter(self, weights: Tensor, present: tuple[str, ...]) -> Tensor:
         """RE weights [M', B, h, w] -> [B, len(cfg.modalities), h, w], zeros for absent modalities."""

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from charm_core.checkpoint import load_checkpoint
-from charm_core.data.deliver import EVAL_RESIZES, SPLITS, DeliverDataset
+from charm_core.data.base import EVAL_RESIZES
+from charm_core.data.datasets import DATASETS, build_dataset
+from charm_core.data.deliver import SPLITS
 from charm_core.evaluation import PROTOCOLS, evaluate_subsets
 from charm_core.inference import resolve_device
 from charm_core.modalities import all_subsets
@@ -46,7 +48,7 @@ def plot_subsets(compact: dict[str, float], out_png: str | Path, title: str) -> 
     import matplotlib.pyplot as plt
 
     names = [k for k in compact if k not in ("mean", "top1", "last1")]
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * len(names) + 4.0), 4))
     ax.bar(range(len(names)), [compact[n] for n in names], color="#4c72b0")
     for key, style in (("mean", "-"), ("top1", "--"), ("last1", ":")):
         ax.axhline(compact[key], color="k", linestyle=style, linewidth=1, label=f"{key} {compact[key]:.1f}")
@@ -60,9 +62,12 @@ def plot_subsets(compact: dict[str, float], out_png: str | Path, title: str) -> 
 
 def eval_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="charm-eval",
-                                     description="MaSS evaluation: all 15 modality subsets, Mean / Top-1 / Last-1.")
+                                     description="MaSS evaluation: all 2^N - 1 subsets of the model's N modalities, "
+                                                 "Mean / Top-1 / Last-1.")
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--data", required=True, help="DELIVER-layout root (real DELIVER or charm-synth output)")
+    parser.add_argument("--data", required=True, help="dataset root (DELIVER layout: real DELIVER or charm-synth output)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS),
+                        help="dataset layout (default: the checkpoint's training recipe's, else deliver)")
     parser.add_argument("--split", default="val", choices=SPLITS)
     parser.add_argument("--protocol", default="drop", choices=PROTOCOLS,
                         help="drop: absent modalities are not fed; zero: fed as zeros and marked available")
@@ -76,14 +81,15 @@ def eval_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-samples", type=int, default=None, help="evaluate an evenly spaced subset")
     parser.add_argument("--json", help="write {subset: mIoU, mean, top1, last1} (classes present) here")
     parser.add_argument("--details", help="write per-class, per-condition and both mIoU conventions here")
-    parser.add_argument("--plot", help="bar chart PNG of the 15 subsets")
+    parser.add_argument("--plot", help="bar chart PNG of the subsets")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     try:
         model, info = load_checkpoint(args.checkpoint, map_location=device)
         size = tuple(args.size or info.provenance.get("input_size", (256, 256)))
         resize = args.resize or info.provenance.get("recipe", {}).get("eval_resize", "exact")
-        data = DeliverDataset(args.data, args.split, info.modalities, size, eval_resize=resize)
+        dataset = args.dataset or info.provenance.get("recipe", {}).get("dataset", "deliver")
+        data = build_dataset(dataset, args.data, args.split, info.config.specs, size, eval_resize=resize)
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
     indices = list(range(len(data)))

@@ -7,8 +7,9 @@ from typing import Any
 
 import yaml
 
-from charm_core.data.deliver import EVAL_RESIZES
-from charm_core.modalities import MODALITIES, canonical
+from charm_core.data.base import EVAL_RESIZES
+from charm_core.data.datasets import dataset_class
+from charm_core.modalities import DELIVER_MODALITIES, resolve_modalities
 from charm_core.model import ModelConfig
 
 INE_MODES = ("softmin", "uniform", "off")
@@ -16,11 +17,15 @@ INE_MODES = ("softmin", "uniform", "off")
 
 @dataclass
 class TrainConfig:
-    # data (DELIVER layout: real DELIVER or charm-synth output)
+    # data
+    dataset: str = "deliver"                     # deliver (real DELIVER or charm-synth output) | mcubes | muses | mfnet
     data_root: str = "data/synthetic"
     train_split: str = "train"
     val_split: str = "val"
-    modalities: tuple[str, ...] = MODALITIES
+    # the model's modalities in its order: names (charm_core.modalities.BUILTIN, or the dataset's own) or
+    # specs such as {name: nir2, kind: intensity, range: [0, 1]}; or a spec per name in modality_specs
+    modalities: tuple[str, ...] = DELIVER_MODALITIES
+    modality_specs: dict[str, dict[str, Any]] = field(default_factory=dict)
     size: tuple[int, int] = (256, 256)           # training crop size (H, W)
     eval_size: tuple[int, int] | None = None     # validation and deployment input size (None = size)
     eval_resize: str = "exact"                   # exact: to eval_size | deliver: the DELIVER protocol (short side
@@ -31,6 +36,8 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=dict)   # ModelConfig fields
     init_from: str | None = None                 # local weights to start from: MiT / SegFormer (NVlabs, HuggingFace,
                                                  # mmseg) or a charm checkpoint; see charm_core.model.weights
+    init_checkpoint: str | None = None           # a charm checkpoint to start from where its weights fit
+                                                 # (e.g. 4 -> 5 modalities: the new one's parts start fresh)
     # optimisation (DELIVER/CMNeXt recipe)
     batch_size: int = 8
     steps: int = 4000
@@ -75,7 +82,9 @@ class TrainConfig:
         for name in ("ine", "amp"):  # YAML 1.1 reads a bare `off` as False
             if getattr(self, name) is False:
                 setattr(self, name, "off")
-        self.modalities = canonical(self.modalities)
+        specs = resolve_modalities(self.modalities, self.modality_specs, dataset_class(self.dataset).SPECS)
+        self.modalities = tuple(spec.name for spec in specs)
+        self.modality_specs = {spec.name: spec.to_dict() for spec in specs}
         self.size = tuple(int(s) for s in self.size)
         self.eval_size = self.size if self.eval_size is None else tuple(int(s) for s in self.eval_size)
         self.augment_scale = tuple(float(x) for x in self.augment_scale)
@@ -103,7 +112,9 @@ class TrainConfig:
         self.model_config()  # validates the model section early
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig.from_dict({"modalities": list(self.modalities), **self.model})
+        """The model section on top of the recipe's modalities and the dataset's class count."""
+        return ModelConfig.from_dict({"modalities": list(self.modalities), "modality_specs": self.modality_specs,
+                                      "num_classes": len(dataset_class(self.dataset).CLASSES), **self.model})
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

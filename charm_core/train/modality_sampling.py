@@ -1,6 +1,6 @@
 """Which modalities each training step sees.
 
-CoL: every sample gets its own random non-empty subset, so one model learns all 15 combinations.
+CoL: every sample gets its own random non-empty subset, so one model learns all 2^N - 1 combinations.
 InE: one modality m* per step, drawn by SoftMin over a running strength estimate, so the weakest
 (most fragile) modality is trained on its own most often.
 """
@@ -10,26 +10,22 @@ import math
 
 import torch
 
-from charm_core.modalities import MODALITIES
 
-
-def random_subset_masks(batch: int, present: tuple[str, ...], generator: torch.Generator,
+def random_subset_masks(batch: int, modalities: tuple[str, ...], generator: torch.Generator,
                         full_set_prob: float = 0.0) -> torch.Tensor:
-    """[B, 4] bool availability (canonical order), uniform over the non-empty subsets of `present`.
+    """[B, N] bool availability, one column per modality of the model (its order), uniform over the
+    non-empty subsets.
 
     `full_set_prob` adds extra weight on the all-present subset (the deployment common case).
     """
-    cols = torch.tensor([MODALITIES.index(m) for m in present])
-    k = len(present)
-    # subset codes 1..2^k-1 uniformly; bit i of the code = present[i] is kept
+    k = len(modalities)
+    # subset codes 1..2^k-1 uniformly; bit i of the code = modalities[i] is kept
     codes = torch.randint(1, 2 ** k, (batch,), generator=generator)
     if full_set_prob > 0:
         full = torch.rand(batch, generator=generator) < full_set_prob
         codes = torch.where(full, torch.full_like(codes, 2 ** k - 1), codes)
     bits = (codes[:, None] >> torch.arange(k)[None, :]) & 1
-    masks = torch.zeros(batch, len(MODALITIES), dtype=torch.bool)
-    masks[:, cols] = bits.bool()
-    return masks
+    return bits.bool()
 
 
 class SoftMinSampler:

@@ -22,11 +22,11 @@ def plot_metrics(jsonl: str | Path, out_png: str | Path) -> Path | None:
             ax_loss.plot(*zip(*points), label=label)
     ax_loss.set(xlabel="step", ylabel="loss", title="training loss")
     ax_loss.legend()
-    for key, label in (("val_mean", "Mean"), ("val_top1", "Top-1"), ("val_last1", "Last-1"), ("val_full", "all four")):
+    for key, label in (("val_mean", "Mean"), ("val_top1", "Top-1"), ("val_last1", "Last-1"), ("val_full", "all modalities")):
         points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
         if points:
             ax_val.plot(*zip(*points), marker="o", label=label)
-    ax_val.set(xlabel="step", ylabel="mIoU (classes present)", title="validation over the 15 subsets")
+    ax_val.set(xlabel="step", ylabel="mIoU (classes present)", title="validation over all modality subsets")
     if ax_val.lines:
         ax_val.legend()
     fig.tight_layout()

@@ -27,10 +27,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from charm_core.checkpoint import load_checkpoint, save_checkpoint
-from charm_core.classes import DELIVER_CLASSES, DELIVER_PALETTE, IGNORE_INDEX
+from charm_core.checkpoint import init_from_checkpoint, load_checkpoint, save_checkpoint
+from charm_core.classes import IGNORE_INDEX
 from charm_core.data.augment import AugmentConfig
-from charm_core.data.deliver import DeliverDataset
+from charm_core.data.base import ModalDataset
+from charm_core.data.datasets import build_dataset
 from charm_core.evaluation import evaluate_subsets
 from charm_core.model import build_model, init_from
 from charm_core.modalities import all_subsets
@@ -50,7 +51,7 @@ class EpochIndexed(Dataset):
     """Items addressed by (epoch, index) so augmentation is a pure function of (seed, epoch, index),
     whatever the worker layout: a resumed run draws exactly the batches the original would have."""
 
-    def __init__(self, dataset: DeliverDataset) -> None:
+    def __init__(self, dataset: ModalDataset) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:
@@ -119,10 +120,16 @@ class Trainer:
             report = init_from(self.model, cfg.init_from)
             if self.main:
                 print(report.summary())
-        self.train_set = DeliverDataset(cfg.data_root, cfg.train_split, cfg.modalities, cfg.size,
-                                        augment=True, seed=cfg.seed,
-                                        augment_config=AugmentConfig(scale=cfg.augment_scale))
-        self.val_set: DeliverDataset | None = None
+        if cfg.init_checkpoint:
+            report = init_from_checkpoint(self.model, cfg.init_checkpoint)
+            if self.main:
+                print(f"init_checkpoint {cfg.init_checkpoint}: {len(report['loaded'])} tensors loaded, "
+                      f"{len(report['rows'])} per-modality tensors row by row, {len(report['fresh'])} fresh "
+                      f"(e.g. {report['fresh'][:3]}), {len(report['unused'])} unused")
+        self.train_set = build_dataset(cfg.dataset, cfg.data_root, cfg.train_split, self.model_cfg.specs, cfg.size,
+                                       augment=True, seed=cfg.seed,
+                                       augment_config=AugmentConfig(scale=cfg.augment_scale))
+        self.val_set: ModalDataset | None = None
         self.out.mkdir(parents=True, exist_ok=True)  # after the data loaded: a typo leaves no empty run folder
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.head_lr_mult)
         for group in self.optimizer.param_groups:
@@ -186,8 +193,9 @@ class Trainer:
     def save(self, name: str = "last") -> None:
         if not self.main:
             return
-        save_checkpoint(self.out / f"{name}.safetensors", self.model, self.model_cfg, class_names=DELIVER_CLASSES,
-                        palette=DELIVER_PALETTE, provenance=self.provenance())
+        save_checkpoint(self.out / f"{name}.safetensors", self.model, self.model_cfg,
+                        class_names=self.train_set.CLASSES, palette=self.train_set.PALETTE,
+                        provenance=self.provenance())
         if name == "last":
             save_training_state(self.out / "last.state.safetensors", self.optimizer,
                                 {"step": self.step, "best": self.best, "sampler": self.sampler.state_dict(),
@@ -245,12 +253,12 @@ class Trainer:
     def validate(self) -> dict:
         cfg = self.cfg
         if self.val_set is None:
-            self.val_set = DeliverDataset(cfg.data_root, cfg.val_split, cfg.modalities, cfg.eval_size,
-                                          eval_resize=cfg.eval_resize)
+            self.val_set = build_dataset(cfg.dataset, cfg.data_root, cfg.val_split, self.model_cfg.specs,
+                                         cfg.eval_size, eval_resize=cfg.eval_resize)
         val = self.val_set
         indices = range(len(val)) if cfg.val_max_samples is None else \
             range(0, len(val), max(1, len(val) // cfg.val_max_samples))
-        report = evaluate_subsets(self.model, EvalBatches(val, list(indices), cfg.batch_size), DELIVER_CLASSES,
+        report = evaluate_subsets(self.model, EvalBatches(val, list(indices), cfg.batch_size), val.CLASSES,
                                   all_subsets(cfg.modalities), "drop", self.device, self.amp_dtype, progress=False)
         summary = report.summary()
         return {"val_mean": summary["mean"][0], "val_top1": summary["top1"][0], "val_last1": summary["last1"][0],
@@ -340,7 +348,7 @@ class EvalBatches:
     """(inputs, labels, conditions) batches of `indices`, the form evaluate_subsets takes; sized, so that
     its progress bar shows a total and an ETA."""
 
-    def __init__(self, dataset: DeliverDataset, indices: list[int], batch_size: int) -> None:
+    def __init__(self, dataset: ModalDataset, indices: list[int], batch_size: int) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.dataset, self.indices, self.batch_size = dataset, list(indices), batch_size

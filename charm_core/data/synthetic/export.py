@@ -1,9 +1,12 @@
 """Writes synthetic drives in the DELIVER folder layout, in parallel and byte-reproducibly.
 
-<out>/{img,hha,depth,event,lidar,semantic}/<condition>/<split>/MAP_<m>_point<p>[_<case>]/
-    <frame:06d>_{rgb,depth,depth,event,lidar,semantic}_front.png
+<out>/{img,hha,depth,event,lidar,thermal,semantic}/<condition>/<split>/MAP_<m>_point<p>[_<case>]/
+    <frame:06d>_{rgb,depth,depth,event,lidar,thermal,semantic}_front.png
 hha/ and lidar/ and event/ hold the network encodings (charm_core.encoders, the same code the ROS node
-runs), depth/ 16-bit millimetres (0 = none), semantic/ raw DELIVER ids (train id + 1, 0 = unlabelled).
+runs), depth/ 16-bit millimetres (0 = none), thermal/ 16-bit centi-Kelvin (what radiometric mono16
+drivers publish), semantic/ raw DELIVER ids (train id + 1, 0 = unlabelled). Which sensors are
+written is a choice (`modalities`, default DELIVER's four: img, hha + depth, event, lidar);
+semantic/ always is.
 Every sequence (one folder) is rendered from its own seed, so the output does not depend on the
 number of worker processes or their scheduling.
 """
@@ -22,15 +25,18 @@ from tqdm import tqdm
 
 from charm_core.classes import DELIVER_CLASSES, train_to_raw
 from charm_core.data.synthetic.conditions import CASES, CONDITIONS
+from charm_core.data.synthetic.thermal import centikelvin
 from charm_core.data.synthetic.world import World
 from charm_core.encoders.frame import FrameEncoder
+from charm_core.modalities import DELIVER_MODALITIES
 
 GENERATOR_VERSION = "1.0"
 SPLITS = ("train", "val", "test")
 FRAMES_PER_SEQUENCE = 10
 FRAME_SPACING_S = 0.5
 FOLDERS = {"rgb": ("img", "rgb"), "hha": ("hha", "depth"), "depth": ("depth", "depth"), "event": ("event", "event"),
-           "lidar": ("lidar", "lidar"), "semantic": ("semantic", "semantic")}
+           "lidar": ("lidar", "lidar"), "thermal": ("thermal", "thermal"), "semantic": ("semantic", "semantic")}
+RENDERABLE = ("rgb", "depth", "event", "lidar", "thermal")
 # spawn, not fork: forking a process whose BLAS/OpenCV/tqdm threads hold locks can deadlock the
 # workers. Scripts calling write_dataset with workers > 1 need the usual `if __name__ == "__main__":`.
 _START_METHOD = "spawn"
@@ -112,21 +118,38 @@ def sample_path(out: Path, spec: SequenceSpec, frame: int, kind: str) -> Path:
     return out / folder / spec.condition / spec.split / spec.folder / f"{frame:06d}_{token}_front.png"
 
 
-def render_sequence(spec: SequenceSpec, out: Path, size: tuple[int, int]) -> np.ndarray:
+def check_modalities(modalities: tuple[str, ...]) -> tuple[str, ...]:
+    """The sensors to write, validated (one-line error for a name the world does not render)."""
+    modalities = tuple(modalities)
+    bad = sorted(set(modalities) - set(RENDERABLE))
+    if bad or not modalities or len(set(modalities)) != len(modalities):
+        raise ValueError(f"modalities {list(modalities)}: give distinct ones of {', '.join(RENDERABLE)}")
+    return modalities
+
+
+def render_sequence(spec: SequenceSpec, out: Path, size: tuple[int, int],
+                    modalities: tuple[str, ...] = DELIVER_MODALITIES) -> np.ndarray:
     """Render and write one sequence; returns its per-class pixel counts (25 classes + unlabelled)."""
     world = World(spec.world_seed, size_hw=size, condition=spec.condition, case=spec.case,
                   speed=spec.speed, camera_height=spec.camera_height, camera_pitch=spec.camera_pitch,
-                  start_x=spec.start_x)
+                  start_x=spec.start_x, thermal="thermal" in modalities)
     encoder = FrameEncoder(size, world.geometry)
     hist = np.zeros(len(DELIVER_CLASSES) + 1, np.int64)
     for j in range(spec.frames):
         f = world.frame_at(j * FRAME_SPACING_S)
-        enc = encoder.encode(K=f.K, image_hw=size, rgb=f.rgb, depth=f.depth, event=f.event, lidar=f.lidar)
-        _write(sample_path(out, spec, j, "rgb"), enc["rgb"])
-        _write(sample_path(out, spec, j, "hha"), enc["depth"])
-        _write(sample_path(out, spec, j, "depth"), np.rint(f.depth * 1000.0).astype(np.uint16))
-        _write(sample_path(out, spec, j, "event"), enc["event"])
-        _write(sample_path(out, spec, j, "lidar"), enc["lidar"])
+        wanted = {m: getattr(f, m) for m in ("rgb", "depth", "event", "lidar") if m in modalities}
+        enc = encoder.encode(K=f.K, image_hw=size, **wanted)
+        if "rgb" in modalities:
+            _write(sample_path(out, spec, j, "rgb"), enc["rgb"])
+        if "depth" in modalities:
+            _write(sample_path(out, spec, j, "hha"), enc["depth"])
+            _write(sample_path(out, spec, j, "depth"), np.rint(f.depth * 1000.0).astype(np.uint16))
+        if "event" in modalities:
+            _write(sample_path(out, spec, j, "event"), enc["event"])
+        if "lidar" in modalities:
+            _write(sample_path(out, spec, j, "lidar"), enc["lidar"])
+        if "thermal" in modalities:
+            _write(sample_path(out, spec, j, "thermal"), centikelvin(f.thermal))
         _write(sample_path(out, spec, j, "semantic"), train_to_raw(f.labels))
         counts = np.bincount(f.labels.ravel(), minlength=256)
         hist[: len(DELIVER_CLASSES)] += counts[: len(DELIVER_CLASSES)]
@@ -138,25 +161,27 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)    # one process per core already; OpenCV threads would only contend
 
 
-def _render_task(args: tuple[SequenceSpec, str, tuple[int, int]]) -> tuple[int, np.ndarray]:
-    spec, out, size = args
-    return spec.frames, render_sequence(spec, Path(out), size)
+def _render_task(args: tuple[SequenceSpec, str, tuple[int, int], tuple[str, ...]]) -> tuple[int, np.ndarray]:
+    spec, out, size, modalities = args
+    return spec.frames, render_sequence(spec, Path(out), size, modalities)
 
 
 def write_dataset(out: str | Path, counts: dict[str, int], size: tuple[int, int], seed: int, workers: int = 2,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, modalities: tuple[str, ...] = DELIVER_MODALITIES) -> dict:
     """Generate the dataset; returns (and writes to <out>/meta.json) its description and class histogram.
 
-    `counts` maps split names to frame counts. workers > 1 renders sequences in spawned processes
+    `counts` maps split names to frame counts; `modalities` the sensors to write (of RENDERABLE); a
+    sensor's files do not depend on which others are written. workers > 1 renders sequences in spawned processes
     (a script calling this needs the usual `if __name__ == "__main__":` guard); the files are the same
     byte for byte whatever the number of workers."""
     out = Path(out)
+    modalities = check_modalities(modalities)
     specs = plan(seed, counts)
     total = sum(s.frames for s in specs)
     if total == 0:
         raise ValueError("nothing to generate: all split counts are 0")
     out.mkdir(parents=True, exist_ok=True)
-    tasks = [(s, str(out), tuple(size)) for s in specs]
+    tasks = [(s, str(out), tuple(size), modalities) for s in specs]
     hist = np.zeros(len(DELIVER_CLASSES) + 1, np.int64)
     with tqdm(total=total, unit="frame", disable=not progress, desc="charm-synth") as bar:
         if workers > 1:

@@ -1,5 +1,6 @@
-"""World: a seeded street driven by a car carrying a camera, a depth camera, an event camera and a
-LiDAR. Every frame is rendered from one geometry, so the modalities agree pixel for pixel.
+"""World: a seeded street driven by a car carrying a camera, a depth camera, an event camera, a
+LiDAR and (optionally) a thermal camera. Every frame is rendered from one geometry, so the modalities
+agree pixel for pixel.
 """
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import numpy as np
 
 from charm_core.classes import CLASS_ID
 from charm_core.data.synthetic import sensors
+from charm_core.data.synthetic import thermal as lwir
 from charm_core.data.synthetic.conditions import FAILURES, WEATHER, check_condition
 from charm_core.data.synthetic.layout import Block, Street
 from charm_core.data.synthetic.materials import surface
 from charm_core.data.synthetic.primitives import Lights, Primitives
 from charm_core.data.synthetic.raycast import SKY, PinholeGrid, SphericalGrid, cast, surface_normals
-from charm_core.data.synthetic.shading import atmosphere, object_shadows, radiance, sky
+from charm_core.data.synthetic.shading import atmosphere, object_shadows, radiance, sky, sun_visibility
 from charm_core.encoders.event import events_to_frame
 from charm_core.encoders.geometry import SensorGeometry
 
@@ -51,6 +53,7 @@ class SensorFrame:
     geometry: SensorGeometry      # camera height/pitch + T_cam_lidar (ground truth extrinsics)
     condition: str
     case: str | None
+    thermal: np.ndarray | None = None   # HxW float32 Kelvin (World(thermal=True)), registered to the camera
 
 
 @dataclass
@@ -61,6 +64,8 @@ class _CameraRender:
     labels: np.ndarray
     z: np.ndarray                 # HxW ray depth
     hit: np.ndarray               # HxW bool, a surface (not sky)
+    dirs: np.ndarray              # HxWx3 world ray directions
+    surfaces: lwir.SurfaceSample | None  # the hit points, for the thermal camera
 
 
 def _time_key(t: float) -> int:
@@ -79,7 +84,7 @@ class World:
     def __init__(self, seed: int, size_hw: tuple[int, int] = (256, 256), condition: str = "sun",
                  case: str | None = None, fps: float = 10.0, speed: float = 8.0, *, camera_height: float = 1.6,
                  camera_pitch: float = 0.0, hfov_deg: float = 90.0, start_x: float = 0.0,
-                 moving_objects: bool = True, lidar: LidarSpec = LidarSpec()) -> None:
+                 moving_objects: bool = True, lidar: LidarSpec = LidarSpec(), thermal: bool = False) -> None:
         check_condition(condition, case)
         h, w = (int(v) for v in size_hw)
         if h < 8 or w < 8:
@@ -108,6 +113,8 @@ class World:
         self.geometry = SensorGeometry(camera_height=float(camera_height), camera_pitch=float(camera_pitch),
                                        T_cam_lidar=T)
         self._event_threshold = sensors.EVENT_THRESHOLD * (1 + 0.03 * rng.standard_normal((h, w)))
+        self.thermal = thermal
+        self._thermal_columns = lwir.column_pattern(self.seed, w)
         self._last_render: tuple[tuple[float, str], _CameraRender] | None = None
 
     # ---- pose -------------------------------------------------------------------------------------
@@ -163,6 +170,7 @@ class World:
         rad = np.empty((h, w, 3), np.float32)
         labels = np.full((h, w), CLASS_ID["Sky"], np.uint8)
         rad[~hit] = sky(grid.dirs[~hit], weather, self.sun_dir)
+        surfaces = None
         if hit.any():
             pts = hits.points(hit)
             prim = hits.prim[hit]
@@ -176,10 +184,15 @@ class World:
                            lights, shadows, R_wc[:, 2], pos)
             rad[hit] = atmosphere(lit, dist, weather)
             labels[hit] = surf.cls
+            if self.thermal:
+                sun_vis = shadows[0]
+                if weather.sun > 0:
+                    sun_vis = sun_vis * sun_visibility(pts, self.sun_dir, blocks, self.street.section.lot_line)
+                surfaces = lwir.SurfaceSample(normals, dist, prim, prims, surf, sun_vis)
         if weather.rain > 0:
             rng = np.random.default_rng([self.seed, _time_key(t), 3])
             rad += sensors.rain_streaks(self.size_hw, rng, weather.rain)[..., None]
-        return _CameraRender(rad, labels, hits.t, hit)
+        return _CameraRender(rad, labels, hits.t, hit, grid.dirs, surfaces)
 
     def _lidar(self, t: float) -> np.ndarray:
         spec = self.lidar_spec
@@ -226,7 +239,29 @@ class World:
                            mode="edge")[:h, :w]
         return SensorFrame(stamp=float(t), rgb=rgb, depth=depth, event=event, lidar=self._lidar(t),
                            labels=cam.labels, K=self.K.copy(), geometry=self.geometry, condition=self.condition,
-                           case=self.case)
+                           case=self.case, thermal=self._thermal(t, cam) if self.thermal else None)
+
+    def _thermal(self, t: float, cam: _CameraRender) -> np.ndarray:
+        weather = WEATHER[self.condition]
+        kelvin = np.empty(cam.hit.shape, np.float32)
+        kelvin[~cam.hit] = lwir.sky_temperature(cam.dirs[~cam.hit], self.condition)
+        if cam.surfaces is not None:
+            s = cam.surfaces
+            surface = lwir.surface_temperature(s, weather, self.condition, self.sun_dir)
+            kelvin[cam.hit] = lwir.through_atmosphere(surface, s.distance, weather, self.condition)
+        rng = np.random.default_rng([self.seed, _time_key(t), 6])
+        return lwir.sensor_image(kelvin, self._thermal_columns, rng)
+
+    def thermal_at(self, t: float) -> np.ndarray:
+        """What the thermal camera reports at drive time t: HxW float32 Kelvin, registered to the RGB
+        camera (same K and size). For a rig publishing mono16 centi-Kelvin: thermal.centikelvin(...).
+        Needs World(thermal=True); after frame_at(t) it reuses that frame's camera render."""
+        if not self.thermal:
+            raise ValueError("this World renders no thermal camera; create it with thermal=True")
+        if not np.isfinite(t) or t < 0:
+            raise ValueError(f"drive time must be a finite t >= 0, got {t}")
+        t = _quantize(t)
+        return self._thermal(t, self._camera_cached(t))
 
     def _threshold(self, downscale: int) -> np.ndarray:
         th = self._event_threshold
