@@ -253,3 +253,19 @@ def test_cli_writes_dataset_stats_and_preview(tmp_path, capsys):
         main([])
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "x")])          # no frames requested
+
+
+def test_small_sets_cover_every_condition():
+    """`charm-synth --train 40 --val 10` gave no sun frames in train and only cloud in val."""
+    from charm_core.data.synthetic.conditions import CONDITIONS
+    from charm_core.data.synthetic.export import plan
+
+    for seed in range(5):
+        specs = plan(seed, {"train": 50, "val": 50})
+        for split in ("train", "val"):
+            conditions = [s.condition for s in specs if s.split == split]
+            assert sorted(conditions) == sorted(CONDITIONS), (seed, split, conditions)
+    big = plan(0, {"train": 5000})
+    blocks = [{s.condition for s in big[i:i + 5]} for i in range(0, 500, 5)]
+    assert all(b == set(CONDITIONS) for b in blocks), "every run of five sequences has each condition"
+    assert plan(3, {"train": 200}) == plan(3, {"train": 200}), "deterministic per seed"

@@ -30,7 +30,7 @@ from charm_core.data.synthetic.world import World
 from charm_core.encoders.frame import FrameEncoder
 from charm_core.modalities import DELIVER_MODALITIES
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"  # 1.1: conditions spread over every five sequences
 SPLITS = ("train", "val", "test")
 FRAMES_PER_SEQUENCE = 10
 FRAME_SPACING_S = 0.5
@@ -77,7 +77,7 @@ def plan(seed: int, counts: dict[str, int]) -> list[SequenceSpec]:
         for i in range(-(-n // FRAMES_PER_SEQUENCE)):
             cycle, slot = divmod(i, len(combos))
             order = np.random.default_rng([seed, split_id, cycle]).permutation(len(combos))
-            condition, case = combos[order[slot]]
+            condition, case = _condition_blocks([combos[k] for k in order])[slot]
             rng = np.random.default_rng([seed, split_id, i, 17])
             specs.append(SequenceSpec(
                 split=split, index=i, frames=min(FRAMES_PER_SEQUENCE, n - i * FRAMES_PER_SEQUENCE),
@@ -86,6 +86,25 @@ def plan(seed: int, counts: dict[str, int]) -> list[SequenceSpec]:
                 camera_pitch=round(float(rng.uniform(0.0, 0.07)), 4), speed=round(float(rng.uniform(5.0, 12.0)), 2),
                 start_x=float(np.floor(rng.uniform(0.0, 1500.0)))))
     return specs
+
+
+def _condition_blocks(shuffled: list[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
+    """The shuffled (condition, case) cycle reordered so that every run of len(CONDITIONS) sequences
+    has each condition once: a small set (a split of five sequences) covers every condition. Each
+    block takes, in shuffled order, the first combination of each condition not used yet, so the
+    cycle's combinations and its first sequence are those of the plain shuffle."""
+    left = list(shuffled)
+    out: list[tuple[str, str | None]] = []
+    while left:
+        seen: set[str] = set()
+        for combo in list(left):
+            if combo[0] not in seen:
+                seen.add(combo[0])
+                out.append(combo)
+                left.remove(combo)
+            if len(seen) == len(CONDITIONS):
+                break
+    return out
 
 
 @contextmanager
