@@ -24,7 +24,7 @@ from charm_core.modalities import MODALITIES
 from charm_ros.msgs.conversions import ConversionError
 from charm_ros.runtime.health import ModalityHealth, PipelineHealth
 from charm_ros.runtime.node_config import NodeConfig, resolve_palette
-from charm_ros.runtime.pipeline import FrameSkipped, Pipeline, Result
+from charm_ros.runtime.pipeline import Encoded, FrameSkipped, Pipeline, Result
 from charm_ros.runtime.sync import Frame, Synchronizer
 
 
@@ -144,21 +144,29 @@ class Engine:
         with self.lock:
             self.lock.notify_all()
 
-    def run(self, frame: Frame, now: float) -> Result:
-        """Encode the frame and run the model. Raises FrameSkipped (nothing encodable) or ModelFailure,
-        both counted; sensors in the frame that could not be used are recorded as left out."""
+    def encode(self, frame: Frame, now: float) -> Encoded:
+        """The frame's network images (no model run: what `charm-bag-export` writes); raises
+        FrameSkipped (counted) when nothing is encodable; unusable sensors are recorded as left out."""
         self.counters.in_frames.update(frame.data.keys())
         try:
-            result = self.pipeline.process(frame)
+            encoded = self.pipeline.encode(frame)
         except FrameSkipped as exc:
             self.counters.frames_skipped += 1
             self._leave_out({m: str(exc) for m in frame.data}, now)
             raise
+        self._leave_out(encoded.skipped, now)
+        return encoded
+
+    def run(self, frame: Frame, now: float) -> Result:
+        """Encode the frame and run the model. Raises FrameSkipped (nothing encodable) or ModelFailure,
+        both counted; sensors in the frame that could not be used are recorded as left out."""
+        encoded = self.encode(frame, now)
+        try:
+            result = self.pipeline.predict(frame, encoded)
         except Exception as exc:  # a model failure must not kill the node; it is reported as ERROR
             self.counters.model_error = f"{type(exc).__name__}: {exc}"
             raise ModelFailure(self.counters.model_error) from exc
         self.counters.model_error = ""
-        self._leave_out(result.skipped, now)
         return result
 
     def published(self, result: Result, now: float) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from charm_core.encoders import FrameEncoder, SensorGeometry, frame_to_network, scale_intrinsics
+from charm_core.encoders import FrameEncoder, Letterbox, SensorGeometry, frame_to_network, scale_intrinsics
 from charm_core.inference import Predictor
 from charm_core.modalities import MODALITIES
 from charm_ros.msgs import conversions
@@ -61,6 +61,17 @@ class Result:
     skipped: dict[str, str]       # modality -> why it was in the frame but not used
     encode_ms: float
     forward_ms: float
+
+
+@dataclass
+class Encoded:
+    """A frame as the model takes it, before normalisation (what a training set stores)."""
+
+    images: dict[str, np.ndarray]  # modality -> network-size HxWx3 encoding (uint8; float32 for intensity/angle)
+    box: Letterbox                 # where the camera image sits in the network image
+    K: np.ndarray | None           # the camera's intrinsics (None without CameraInfo)
+    skipped: dict[str, str]        # modality -> why it was in the frame but not encoded
+    encode_ms: float
 
 
 class FrameSkipped(Exception):
@@ -168,7 +179,9 @@ class Pipeline:
         rgb_hw = frame.data["rgb"].array.shape[:2]
         return CameraModel(scale_intrinsics(depth.K, depth.hw, rgb_hw), (int(rgb_hw[0]), int(rgb_hw[1])))
 
-    def process(self, frame: Frame) -> Result:
+    def encode(self, frame: Frame) -> Encoded:
+        """The frame's network images, built by the encoders the training data is built with; raises
+        FrameSkipped when nothing in it can be encoded (e.g. LiDAR alone and no CameraInfo yet)."""
         start = time.perf_counter()
         data: dict[str, SensorSample] = frame.data
         camera = self.reference_camera(frame)
@@ -191,10 +204,17 @@ class Pipeline:
             depth=usable.get("depth"),
             depth_K=None if depth_camera is None else depth_camera.K,
         )
-        network = frame_to_network(images)
-        encoded = time.perf_counter()
-        labels, confidence = self.predictor.predict(network)
-        box = self.encoder.letterbox(camera_hw)
+        return Encoded(images=images, box=self.encoder.letterbox(camera_hw), K=None if camera is None else K,
+                       skipped=skipped, encode_ms=(time.perf_counter() - start) * 1e3)
+
+    def process(self, frame: Frame) -> Result:
+        """Encode the frame and run the model on exactly the modalities it has."""
+        return self.predict(frame, self.encode(frame))
+
+    def predict(self, frame: Frame, encoded: Encoded) -> Result:
+        """The model on an encoded frame; the mask cropped out of the letterbox."""
+        images, box = encoded.images, encoded.box
+        labels, confidence = self.predictor.predict(frame_to_network(images))
         labels = box.crop(labels)
         confidence = box.crop(confidence)
         min_confidence = self.config.min_confidence
@@ -205,8 +225,8 @@ class Pipeline:
         return Result(frame=frame, subset=tuple(m for m in MODALITIES if m in images),
                       labels=np.ascontiguousarray(labels), confidence=np.ascontiguousarray(confidence),
                       background=np.ascontiguousarray(background),
-                      K=None if camera is None else box.intrinsics(K), skipped=skipped,
-                      encode_ms=(encoded - start) * 1e3, forward_ms=self.predictor.last_forward_ms)
+                      K=None if encoded.K is None else box.intrinsics(encoded.K), skipped=encoded.skipped,
+                      encode_ms=encoded.encode_ms, forward_ms=self.predictor.last_forward_ms)
 
 
 def _nominal_k(hw: tuple[int, int]) -> np.ndarray:
