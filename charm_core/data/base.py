@@ -51,6 +51,15 @@ def read_stored(path: Path) -> np.ndarray:
     return img
 
 
+def write_image(path: Path, img: np.ndarray) -> None:
+    """The inverse of read_stored: HxW or HxWx3 (RGB) 8- or 16-bit array -> PNG, folders made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)   # PNGs hold RGB; cv2 writes BGR arrays
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"could not write {path}")
+
+
 def read_list(path: Path) -> list[str]:
     """Sample names of a split list file: the first token of each non-empty line."""
     if not path.is_file():

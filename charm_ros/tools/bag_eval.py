@@ -337,6 +337,13 @@ def load_topics(args: argparse.Namespace) -> tuple[dict[str, str | None], set[st
     return topics, {k for k in named if topics[k]}
 
 
+def add_topic_arguments(parser: argparse.ArgumentParser) -> None:
+    """--topics FILE and one flag per topic key (shared by charm-bag-eval and charm-bag-export)."""
+    parser.add_argument("--topics", help="YAML mapping of rgb/depth/event/lidar/rgb_info/depth_info/gt to topics")
+    for key in TOPIC_KEYS:
+        parser.add_argument(f"--{_flag(key)}", dest=key, help=f"topic of {key} (default {DEFAULT_TOPICS[key]}; '' = none)")
+
+
 def check_topics(bag: Path, topics: dict[str, str | None], named: set[str]) -> None:
     """A topic the user named that the bag lacks is an error listing the bag's topics; a default one
     is a warning (with how to turn it off), since a user's bag has its own names."""
@@ -362,9 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=str(share_path("models", "charm_tiny_synthetic.safetensors")))
     parser.add_argument("--params", default=str(share_path("config", "charm.param.yaml")),
                         help="the node's parameter file (sync, geometry, modalities, input size)")
-    parser.add_argument("--topics", help="YAML mapping of rgb/depth/event/lidar/rgb_info/depth_info/gt to topics")
-    for key in TOPIC_KEYS:
-        parser.add_argument(f"--{_flag(key)}", dest=key, help=f"topic of {key} (default {DEFAULT_TOPICS[key]}; '' = none)")
+    add_topic_arguments(parser)
     parser.add_argument("--dropouts", "--drop", action="append", default=[], metavar="SENSOR:START-END",
                         help="simulate dropouts, e.g. depth:10-20 (s from the first message); repeat or comma-separate")
     parser.add_argument("--device", default="auto")

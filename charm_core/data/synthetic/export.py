@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from charm_core.classes import DELIVER_CLASSES, train_to_raw
+from charm_core.data.base import write_image
 from charm_core.data.synthetic.conditions import CASES, CONDITIONS
 from charm_core.data.synthetic.thermal import centikelvin
 from charm_core.data.synthetic.world import World
@@ -124,14 +125,6 @@ def _single_threaded_children():
                 os.environ[k] = v
 
 
-def _write(path: Path, img: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if img.ndim == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)   # PNGs hold RGB; cv2 writes BGR arrays
-    if not cv2.imwrite(str(path), img):
-        raise OSError(f"could not write {path}")
-
-
 def sample_path(out: Path, spec: SequenceSpec, frame: int, kind: str) -> Path:
     folder, token = FOLDERS[kind]
     return out / folder / spec.condition / spec.split / spec.folder / f"{frame:06d}_{token}_front.png"
@@ -159,17 +152,17 @@ def render_sequence(spec: SequenceSpec, out: Path, size: tuple[int, int],
         wanted = {m: getattr(f, m) for m in ("rgb", "depth", "event", "lidar") if m in modalities}
         enc = encoder.encode(K=f.K, image_hw=size, **wanted)
         if "rgb" in modalities:
-            _write(sample_path(out, spec, j, "rgb"), enc["rgb"])
+            write_image(sample_path(out, spec, j, "rgb"), enc["rgb"])
         if "depth" in modalities:
-            _write(sample_path(out, spec, j, "hha"), enc["depth"])
-            _write(sample_path(out, spec, j, "depth"), np.rint(f.depth * 1000.0).astype(np.uint16))
+            write_image(sample_path(out, spec, j, "hha"), enc["depth"])
+            write_image(sample_path(out, spec, j, "depth"), np.rint(f.depth * 1000.0).astype(np.uint16))
         if "event" in modalities:
-            _write(sample_path(out, spec, j, "event"), enc["event"])
+            write_image(sample_path(out, spec, j, "event"), enc["event"])
         if "lidar" in modalities:
-            _write(sample_path(out, spec, j, "lidar"), enc["lidar"])
+            write_image(sample_path(out, spec, j, "lidar"), enc["lidar"])
         if "thermal" in modalities:
-            _write(sample_path(out, spec, j, "thermal"), centikelvin(f.thermal))
-        _write(sample_path(out, spec, j, "semantic"), train_to_raw(f.labels))
+            write_image(sample_path(out, spec, j, "thermal"), centikelvin(f.thermal))
+        write_image(sample_path(out, spec, j, "semantic"), train_to_raw(f.labels))
         counts = np.bincount(f.labels.ravel(), minlength=256)
         hist[: len(DELIVER_CLASSES)] += counts[: len(DELIVER_CLASSES)]
         hist[-1] += counts[len(DELIVER_CLASSES):].sum()
