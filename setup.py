@@ -33,6 +33,7 @@ setup(
             "charm-bag-record = charm_ros.tools.bag_record:main",
             "charm-bag-eval = charm_ros.tools.bag_eval:main",
             "charm-bag-play = charm_ros.tools.bag_play:main",
+            "charm_foxglove_bridge = charm_ros.tools.foxglove_bridge:main",
         ],
     },
 )

@@ -7,11 +7,11 @@ from charm_core.encoders.depth import depth_to_hha, valid_depth
 from charm_core.encoders.event import events_to_frame
 from charm_core.encoders.frame import FrameEncoder
 from charm_core.encoders.geometry import Letterbox, SensorGeometry, project_points, scale_intrinsics
-from charm_core.encoders.lidar import lidar_to_raster
+from charm_core.encoders.lidar import lidar_to_raster, project_to_pixels
 from charm_core.encoders.rgb import IMAGENET_MEAN, IMAGENET_STD, encode_rgb, encode_unit, frame_to_network
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "FrameEncoder", "Letterbox", "SensorGeometry", "depth_to_hha",
     "encode_rgb", "encode_unit", "events_to_frame", "frame_to_network", "lidar_to_raster",
-    "project_points", "scale_intrinsics", "valid_depth",
+    "project_points", "project_to_pixels", "scale_intrinsics", "valid_depth",
 ]

@@ -48,6 +48,7 @@ class PipelineConfig:
     min_confidence: float = 0.0  # pixels below it become 255 (no data) on ~/mask
     lidar_intensity_field: str = "auto"  # see the lidar.intensity_field parameter
     lidar_intensity_scale: float = 0.0   # see the lidar.intensity_scale parameter
+    output_resolution: str = "network"   # network | camera: the size of labels, confidence and K in Results
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Result:
     confidence: np.ndarray        # hxw float32 max softmax probability
     background: np.ndarray        # hxwx3 uint8 image for the overlay (RGB when present)
     K: np.ndarray | None          # intrinsics of the mask image (~/camera_info); None without CameraInfo
+    T_cam_lidar: np.ndarray       # 4x4 LiDAR -> camera optical frame the frame was encoded with
     skipped: dict[str, str]       # modality -> why it was in the frame but not used
     encode_ms: float
     forward_ms: float
@@ -187,11 +189,19 @@ class Pipeline:
             labels = np.where(confidence < min_confidence, np.uint8(255), labels)
         first = next(m for m in MODALITIES if m in images)
         background = box.crop(images["rgb"] if "rgb" in images else images[first])
+        mask_K = box.intrinsics(K)
+        if self.config.output_resolution == "camera":
+            # camera pixels: labels and confidence nearest (each pixel keeps its id's confidence); the
+            # overlay over the camera's own RGB, which is camera_hw whenever RGB is in the frame
+            labels, confidence = box.to_source(labels), box.to_source(confidence)
+            background = usable["rgb"] if "rgb" in images else box.to_source(background, nearest=False)
+            mask_K = K
         return Result(frame=frame, subset=tuple(m for m in MODALITIES if m in images),
                       labels=np.ascontiguousarray(labels), confidence=np.ascontiguousarray(confidence),
                       background=np.ascontiguousarray(background),
-                      K=None if camera is None else box.intrinsics(K), skipped=skipped,
-                      encode_ms=(encoded - start) * 1e3, forward_ms=self.predictor.last_forward_ms)
+                      K=None if camera is None else mask_K, T_cam_lidar=self.config.geometry.T_cam_lidar,
+                      skipped=skipped, encode_ms=(encoded - start) * 1e3,
+                      forward_ms=self.predictor.last_forward_ms)
 
 
 def _nominal_k(hw: tuple[int, int]) -> np.ndarray:
