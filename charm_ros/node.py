@@ -214,9 +214,9 @@ class CharmNode(LifecycleNode):
     def _watch_graph(self) -> None:
         """QoS diagnostics (charm_ros.qos_watch) and CameraInfo latched before the node subscribed."""
         warnings = self.qos.check()
-        if warnings != self.qos_warnings:
-            for text in [*warnings[0].values(), *warnings[1].values()]:
-                self.get_logger().warning(f"QoS: {text}")
+        before = {*self.qos_warnings[0].values(), *self.qos_warnings[1].values()}
+        for text in {*warnings[0].values(), *warnings[1].values()} - before:
+            self.get_logger().warning(f"QoS: {text}")
         self.qos_warnings = warnings
         if self.state == "active":
             self.latched_info.poll(self.engine.has_camera)

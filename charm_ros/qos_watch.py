@@ -22,7 +22,8 @@ def _type_name(msg_type: Any) -> str:
 
 def _endpoint(info: Any) -> Endpoint:
     qos = info.qos_profile
-    node = f"{info.node_namespace.rstrip('/')}/{info.node_name}"
+    known = not info.node_name.startswith("_NODE_NAME_UNKNOWN_")  # discovery has not told its node yet
+    node = f"{info.node_namespace.rstrip('/')}/{info.node_name}" if known else ""
     return Endpoint(node, info.topic_type, qos.reliability.name.lower(), qos.durability.name.lower())
 
 

@@ -165,8 +165,13 @@ class Letterbox:
             raise ValueError(f"expected an array of size {self.content_hw}, got {content.shape[:2]}")
         if self.content_hw == self.src_hw:
             return content
-        interp = cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_LINEAR
-        return cv2.resize(content, (self.src_hw[1], self.src_hw[0]), interpolation=interp)
+        if not nearest:
+            return cv2.resize(content, (self.src_hw[1], self.src_hw[0]), interpolation=cv2.INTER_LINEAR)
+        # source pixel centre (v + 0.5) * ch / H, in integers: exact where it falls on a content pixel border
+        (ch, cw), (h, w) = self.content_hw, self.src_hw
+        rows = (2 * np.arange(h) + 1) * ch // (2 * h)
+        cols = (2 * np.arange(w) + 1) * cw // (2 * w)
+        return content[rows[:, None], cols[None, :]]
 
     def crop(self, arr: np.ndarray) -> np.ndarray:
         """A dst-sized HxW or HxWxC array (e.g. a predicted mask) -> its unpadded content region."""

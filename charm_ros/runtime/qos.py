@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Endpoint:
-    node: str         # fully qualified node name of the endpoint ("/sim_rig"), for the message
+    node: str         # fully qualified node name of the endpoint ("/sim_rig"); "" while discovery has not told it
     type: str         # "sensor_msgs/msg/Image"
     reliability: str  # "reliable" | "best_effort" (anything else is not judged)
     durability: str   # "volatile" | "transient_local"
@@ -37,24 +37,25 @@ def input_warning(topic: str, ours: Endpoint, publishers: list[Endpoint], silent
     publisher); `event_policy`: the policy of an incompatible-QoS event not explained by the graph."""
     problems = []
     for pub in publishers:
+        who = pub.node or "a publisher"
         if pub.type != ours.type:
             hint = " (compressed images: a topic ending in /compressed)" if "CompressedImage" in pub.type else ""
-            problems.append(f"{topic}: {pub.node} publishes {pub.type}, this node subscribes {ours.type}: remap "
+            problems.append(f"{topic}: {who} publishes {pub.type}, this node subscribes {ours.type}: remap "
                             f"the input to a topic of {ours.type}{hint}")
             continue
         for policy in mismatches(pub, ours):
             if policy == "reliability":
-                problems.append(f"{topic}: {pub.node} publishes best_effort but this node subscribes reliable "
+                problems.append(f"{topic}: {who} publishes best_effort but this node subscribes reliable "
                                 f"(reliability): nothing from it arrives; set qos.input_reliability to best_effort "
                                 f"(matches every publisher) or make the publisher reliable")
             else:
-                problems.append(f"{topic}: {pub.node} publishes volatile but this subscription is transient_local "
+                problems.append(f"{topic}: {who} publishes volatile but this subscription is transient_local "
                                 f"(durability): make the publisher transient_local")
     if not problems and event_policy:
         problems.append(f"{topic}: a publisher offers QoS incompatible with this subscription ({event_policy}): "
                         f"give the publisher this node's {event_policy} or change the node's")
     if not problems and publishers and silent_s is not None and silent_s >= silent_after:
-        names = ", ".join(sorted({p.node for p in publishers}))
+        names = ", ".join(sorted({p.node or "?" for p in publishers}))
         problems.append(f"{topic}: {len(publishers)} publisher(s) ({names}) but nothing received for "
                         f"{silent_s:.1f} s although their QoS matches: check that they send, and the DDS "
                         f"transport between the two processes (shared memory, ROS_AUTOMATIC_DISCOVERY_RANGE)")
@@ -65,16 +66,17 @@ def output_warning(topic: str, ours: Endpoint, subscribers: list[Endpoint], even
     """'' when every subscriber of an output can be served, else who cannot and what to change."""
     problems = []
     for sub in subscribers:
+        who = sub.node or "a subscriber"
         if sub.type != ours.type:
-            problems.append(f"{topic}: {sub.node} subscribes {sub.type}, this node publishes {ours.type}")
+            problems.append(f"{topic}: {who} subscribes {sub.type}, this node publishes {ours.type}")
             continue
         for policy in mismatches(ours, sub):
             if policy == "reliability":
-                problems.append(f"{topic}: {sub.node} subscribes reliable but this node publishes best_effort "
+                problems.append(f"{topic}: {who} subscribes reliable but this node publishes best_effort "
                                 f"(reliability): it receives nothing; set qos.output_reliability to reliable or "
                                 f"subscribe best_effort")
             else:
-                problems.append(f"{topic}: {sub.node} subscribes transient_local but this output is volatile "
+                problems.append(f"{topic}: {who} subscribes transient_local but this output is volatile "
                                 f"(durability): subscribe volatile")
     if not problems and event_policy:
         problems.append(f"{topic}: a subscriber requests QoS this output does not offer ({event_policy}): "
