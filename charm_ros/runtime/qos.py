@@ -29,28 +29,45 @@ def mismatches(offered: Endpoint, requested: Endpoint) -> list[str]:
     return out
 
 
+# (problem, the node's endpoint is a subscription) -> words; {hint} only for input types
+WORDS = {
+    ("type", True): "{topic}: {who} publishes {theirs}, this node subscribes {ours}: remap the input to a topic "
+                    "of {ours}{hint}",
+    ("reliability", True): "{topic}: {who} publishes best_effort but this node subscribes reliable (reliability): "
+                           "nothing from it arrives; set qos.input_reliability to best_effort (matches every "
+                           "publisher) or make the publisher reliable",
+    ("durability", True): "{topic}: {who} publishes volatile but this subscription is transient_local (durability): "
+                          "make the publisher transient_local",
+    ("type", False): "{topic}: {who} subscribes {theirs}, this node publishes {ours}",
+    ("reliability", False): "{topic}: {who} subscribes reliable but this node publishes best_effort (reliability): "
+                            "it receives nothing; set qos.output_reliability to reliable or subscribe best_effort",
+    ("durability", False): "{topic}: {who} subscribes transient_local but this output is volatile (durability): "
+                           "subscribe volatile",
+}
+
+
+def _peer_problems(topic: str, ours: Endpoint, peers: list[Endpoint], subscription: bool) -> list[str]:
+    """What keeps each peer (publishers of our subscription, or subscribers of our publisher) from us."""
+    problems = []
+    for peer in peers:
+        words = {"topic": topic, "who": peer.node or ("a publisher" if subscription else "a subscriber"),
+                 "theirs": peer.type, "ours": ours.type,
+                 "hint": " (compressed images: a topic ending in /compressed)" if "CompressedImage" in peer.type else ""}
+        if peer.type != ours.type:
+            problems.append(WORDS["type", subscription].format(**words))
+            continue
+        offered, requested = (peer, ours) if subscription else (ours, peer)
+        problems += [WORDS[policy, subscription].format(**words) for policy in mismatches(offered, requested)]
+    return problems
+
+
 def input_warning(topic: str, ours: Endpoint, publishers: list[Endpoint], silent_s: float | None,
                   silent_after: float, event_policy: str = "") -> str:
     """'' when the topic's publishers can reach our subscription, else what is wrong and what to change.
 
     `silent_s`: seconds with publishers present and no message (None: messages arrive, or no
     publisher); `event_policy`: the policy of an incompatible-QoS event not explained by the graph."""
-    problems = []
-    for pub in publishers:
-        who = pub.node or "a publisher"
-        if pub.type != ours.type:
-            hint = " (compressed images: a topic ending in /compressed)" if "CompressedImage" in pub.type else ""
-            problems.append(f"{topic}: {who} publishes {pub.type}, this node subscribes {ours.type}: remap "
-                            f"the input to a topic of {ours.type}{hint}")
-            continue
-        for policy in mismatches(pub, ours):
-            if policy == "reliability":
-                problems.append(f"{topic}: {who} publishes best_effort but this node subscribes reliable "
-                                f"(reliability): nothing from it arrives; set qos.input_reliability to best_effort "
-                                f"(matches every publisher) or make the publisher reliable")
-            else:
-                problems.append(f"{topic}: {who} publishes volatile but this subscription is transient_local "
-                                f"(durability): make the publisher transient_local")
+    problems = _peer_problems(topic, ours, publishers, subscription=True)
     if not problems and event_policy:
         problems.append(f"{topic}: a publisher offers QoS incompatible with this subscription ({event_policy}): "
                         f"give the publisher this node's {event_policy} or change the node's")
@@ -64,20 +81,7 @@ def input_warning(topic: str, ours: Endpoint, publishers: list[Endpoint], silent
 
 def output_warning(topic: str, ours: Endpoint, subscribers: list[Endpoint], event_policy: str = "") -> str:
     """'' when every subscriber of an output can be served, else who cannot and what to change."""
-    problems = []
-    for sub in subscribers:
-        who = sub.node or "a subscriber"
-        if sub.type != ours.type:
-            problems.append(f"{topic}: {who} subscribes {sub.type}, this node publishes {ours.type}")
-            continue
-        for policy in mismatches(ours, sub):
-            if policy == "reliability":
-                problems.append(f"{topic}: {who} subscribes reliable but this node publishes best_effort "
-                                f"(reliability): it receives nothing; set qos.output_reliability to reliable or "
-                                f"subscribe best_effort")
-            else:
-                problems.append(f"{topic}: {who} subscribes transient_local but this output is volatile "
-                                f"(durability): subscribe volatile")
+    problems = _peer_problems(topic, ours, subscribers, subscription=False)
     if not problems and event_policy:
         problems.append(f"{topic}: a subscriber requests QoS this output does not offer ({event_policy}): "
                         f"match the node's {event_policy} in the subscriber")
