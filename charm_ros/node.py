@@ -213,7 +213,9 @@ class CharmNode(LifecycleNode):
 
     def _watch_graph(self) -> None:
         """QoS diagnostics (charm_ros.qos_watch) and CameraInfo latched before the node subscribed."""
-        warnings = self.qos.check()
+        engine = self.engine
+        calibrated = {t for m, t in self.camera_info_topics.items() if engine is not None and engine.has_camera(m)}
+        warnings = self.qos.check(quiet_ok=calibrated)
         before = {*self.qos_warnings[0].values(), *self.qos_warnings[1].values()}
         for text in {*warnings[0].values(), *warnings[1].values()} - before:
             self.get_logger().warning(f"QoS: {text}")

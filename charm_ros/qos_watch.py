@@ -79,13 +79,14 @@ class QosWatch:
         return policy
 
     # ------------------------------------------------------------------ the check (a timer calls it)
-    def check(self) -> tuple[dict[str, str], dict[str, str]]:
-        """({sensor: warning}, {output topic: warning}) for /diagnostics; empty where all is well."""
+    def check(self, quiet_ok: set[str] = frozenset()) -> tuple[dict[str, str], dict[str, str]]:
+        """({sensor: warning}, {output topic: warning}) for /diagnostics; empty where all is well.
+        Silence on the topics in `quiet_ok` is fine (a CameraInfo already taken, e.g. latched once)."""
         now = time.monotonic()
         sensors: dict[str, list[str]] = {}
         for topic, (sensor, ours) in self.inputs.items():
             peers = self._peers(topic, True)
-            if not peers:
+            if not peers or topic in quiet_ok:
                 self.heard[topic] = now  # silence counts from when a publisher is there
             silent = now - self.heard[topic]
             text = input_warning(topic, ours, [_endpoint(p) for p in peers], silent if peers else None,

@@ -116,7 +116,8 @@ def test_lifecycle_transitions_free_the_model_and_enable_pauses(frames_npz, b0_c
                 active = transition(Transition.TRANSITION_ACTIVATE)
                 assert rec.wait_masks(1, active, 1.0), f"activate {round_}: no mask within 1 s"
                 first = rec.masks_between(active, np.inf)[0][0]
-                print(f"activate {round_}: transition {active - sent:.2f} s, first mask {first - active:.2f} s after it")
+                print(f"activate {round_}: transition {active - sent:.2f} s, "
+                      f"first mask {first - active:.2f} s after it")
                 assert rec.wait_masks(10, active, 10.0)
                 rss_active = rss_mb(pid)
                 inactive = transition(Transition.TRANSITION_DEACTIVATE)
@@ -158,7 +159,8 @@ def test_a_qos_mismatch_is_named_on_diagnostics_and_clears_when_fixed(frames_npz
         try:
             assert wait_until(lambda: rclpy_node.count_publishers("/qos/rgb/image") > 0, 20)
             seen = time.monotonic()
-            hit = statuses.first("rgb", seen, 2.0, lambda lv, m: lv == 1 and "/qos/rgb/image" in m and "reliability" in m)
+            hit = statuses.first("rgb", seen, 2.0,
+                                 lambda lv, m: lv == 1 and "/qos/rgb/image" in m and "reliability" in m)
             assert hit, "no WARN naming the topic and the policy within 2 s of the publisher appearing"
             print(f"QoS WARN {hit[0]:.2f} s after the publisher appeared: {hit[2]}")
             assert "qos.input_reliability to best_effort" in hit[2]
@@ -180,7 +182,8 @@ def test_a_qos_mismatch_is_named_on_diagnostics_and_clears_when_fixed(frames_npz
 
 def test_labeled_points_and_camera_resolution_on_the_rig(random_checkpoint, child_env, rclpy_node):
     rig = NodeSpec(command=[resolve_executable("charm_sim_rig")], name="sim_rig",
-                   params_files=[str(ROOT / "config" / "sim_rig.param.yaml")], parameters={"size": [240, 320], "fps": 5.0})
+                   params_files=[str(ROOT / "config" / "sim_rig.param.yaml")],
+                   parameters={"size": [240, 320], "fps": 5.0})
     node = NodeSpec(command=[resolve_executable("charm_node")], name="charm",
                     params_files=[str(ROOT / "config" / "charm.param.yaml")],
                     # patient sync: on a loaded machine the rig renders slower than its 10 Hz, and a frame
@@ -188,14 +191,16 @@ def test_labeled_points_and_camera_resolution_on_the_rig(random_checkpoint, chil
                     parameters={"model.checkpoint": str(random_checkpoint), "outputs.resolution": "camera",
                                 "depth.enabled": False, "event.enabled": False, "model.input_size": [128, 128],
                                 "rgb.stale_timeout": 3.0, "lidar.stale_timeout": 3.0, "sync.timeout": 1.0},
-                    remappings=[("~/rgb/image", "/sim_rig/rgb/image"), ("~/rgb/camera_info", "/sim_rig/rgb/camera_info"),
+                    remappings=[("~/rgb/image", "/sim_rig/rgb/image"),
+                                ("~/rgb/camera_info", "/sim_rig/rgb/camera_info"),
                                 ("~/lidar/points", "/sim_rig/lidar/points")])
     got: dict[str, dict] = {"cloud": {}, "mask": {}, "confidence": {}, "info": {}, "rig_info": {}}
 
     def keep(kind):
         return lambda msg: got[kind].__setitem__((msg.header.stamp.sec, msg.header.stamp.nanosec), msg)
     for kind, msg_type, topic in [("cloud", PointCloud2, "/charm/labeled_points"), ("mask", Image, "/charm/mask"),
-                                  ("confidence", Image, "/charm/confidence"), ("info", CameraInfo, "/charm/camera_info"),
+                                  ("confidence", Image, "/charm/confidence"),
+                                  ("info", CameraInfo, "/charm/camera_info"),
                                   ("rig_info", CameraInfo, "/sim_rig/rgb/camera_info")]:
         rclpy_node.create_subscription(msg_type, topic, keep(kind), RELIABLE if kind != "rig_info" else BEST_EFFORT)
 

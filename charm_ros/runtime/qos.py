@@ -50,9 +50,10 @@ def _peer_problems(topic: str, ours: Endpoint, peers: list[Endpoint], subscripti
     """What keeps each peer (publishers of our subscription, or subscribers of our publisher) from us."""
     problems = []
     for peer in peers:
+        compressed = "CompressedImage" in peer.type
         words = {"topic": topic, "who": peer.node or ("a publisher" if subscription else "a subscriber"),
                  "theirs": peer.type, "ours": ours.type,
-                 "hint": " (compressed images: a topic ending in /compressed)" if "CompressedImage" in peer.type else ""}
+                 "hint": " (compressed images: a topic ending in /compressed)" if compressed else ""}
         if peer.type != ours.type:
             problems.append(WORDS["type", subscription].format(**words))
             continue

@@ -106,7 +106,8 @@ class FoxgloveBridge(Node):
             if topic not in self.channels and types.get(topic):
                 type_name = types[topic][0]
                 try:
-                    schema = foxglove.Schema(name=type_name, encoding="ros2msg", data=ros2msg_schema(type_name).encode())
+                    schema = foxglove.Schema(name=type_name, encoding="ros2msg",
+                                             data=ros2msg_schema(type_name).encode())
                     self.channels[topic] = foxglove.Channel(topic, message_encoding="cdr", schema=schema)
                     self.subs[topic] = (message_class(type_name), None)
                 except (FileNotFoundError, ImportError, AttributeError) as exc:
