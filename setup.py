@@ -35,6 +35,7 @@ setup(
             "charm-bag-eval = charm_ros.tools.bag_eval:main",
             "charm-bag-play = charm_ros.tools.bag_play:main",
             "charm-bag-export = charm_ros.tools.bag_export:main",
+            "charm-foxglove-bridge = charm_ros.tools.foxglove_bridge:main",
             "charm_launch = charm_ros.tools.launcher:main",
             "charm_node = charm_ros.node:main",
             "charm_sim_rig = charm_ros.tools.sim_rig:main",

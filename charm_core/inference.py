@@ -7,6 +7,7 @@ nothing but batching, device transfer and precision handling.
 from __future__ import annotations
 
 import contextlib
+import gc
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor
 
 from charm_core.checkpoint import CheckpointInfo, load_checkpoint
-from charm_core.malloc_tuning import retain_freed_memory
+from charm_core.malloc_tuning import release_freed_memory, retain_freed_memory
 from charm_core.model.segmentor import Segmentor
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -39,6 +40,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     elif dev.type != "cpu":
         raise ValueError(f"device {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
     return dev
+
+
+def release_memory(device: torch.device) -> None:
+    """Give back the memory of predictors the caller has dropped: the CUDA cache on a GPU, and the C
+    heap's free pages (kept by retain_freed_memory) in any case, so a process that unloads its model
+    (a deactivated node) shrinks by about the model's size."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    release_freed_memory()
 
 
 class Predictor:

@@ -4,8 +4,9 @@ glibc serves large allocations (above a dynamic threshold of at most 32 MiB) wit
 trims the heap top on free, so every forward pass of a CNN/transformer on CPU page-faults its
 activation buffers in again. Page faults are expensive in VMs: on the 2-core development VM this
 doubled or tripled the cost of elementwise ops. Raising both thresholds keeps the pages mapped; the
-price is that the process keeps its peak heap size. Process-wide, so call it from inference
-processes (the ROS node, benchmarks), not from a library import.
+price is that the process keeps its peak heap size (`release_freed_memory` gives it back on demand,
+e.g. when a node drops its model). Process-wide, so call it from inference processes (the ROS node,
+benchmarks), not from a library import.
 """
 from __future__ import annotations
 
@@ -25,3 +26,16 @@ def retain_freed_memory() -> bool:
     except (OSError, AttributeError, TypeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, _LIMIT)) and bool(mallopt(_M_TRIM_THRESHOLD, _LIMIT))
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap's free pages back to the OS now (glibc malloc_trim), whatever the thresholds above:
+    a process that drops its model (a deactivated node) shrinks at once instead of keeping its peak.
+    False where the C library is not glibc."""
+    name = ctypes.util.find_library("c")
+    try:
+        malloc_trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return False
+    malloc_trim(0)
+    return True

@@ -32,7 +32,7 @@ def generate_launch_description():
     ] + [DeclareLaunchArgument(name, default_value=default) for name, (_, default) in TOPICS.items()]
     play = ExecuteProcess(cmd=["ros2", "bag", "play", LaunchConfiguration("bag"), "--clock",
                                "--rate", LaunchConfiguration("rate")], output="screen")
-    node = Node(package="charm_ros", executable="charm_node", name="charm",
+    node = Node(package="charm_ros", executable="charm-node", name="charm",
                 parameters=[LaunchConfiguration("params_file"), {"use_sim_time": True}],
                 remappings=[(private, LaunchConfiguration(name)) for name, (private, _) in TOPICS.items()],
                 output="screen", emulate_tty=True)

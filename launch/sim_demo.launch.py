@@ -1,4 +1,5 @@
-"""ros2 launch charm_ros sim_demo.launch.py [duration:=40] [dropouts:=...] [rviz:=false]
+"""ros2 launch charm_ros sim_demo.launch.py [duration:=40] [dropouts:=...] [rviz:=false] [foxglove:=false]
+[foxglove_port:=8765] [autostart:=true]
 
 The synthetic sensor rig with scripted dropouts, the charm node on its topics, and the demo report
 (which ends the launch when done). Same graph as sim_demo.launch.yaml (used by `make demo`)."""
@@ -14,6 +15,8 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 DROPOUTS = "depth:8-14,rgb:18-24,lidar:18-24,event:28-32,all:34-36"
+FOXGLOVE_TOPICS = [f"/sim_rig/{m}/image" for m in ("rgb", "depth", "event")] + ["/sim_rig/lidar/points"] + [
+    f"/charm/{name}" for name in ("overlay", "color_mask", "labeled_points", "subset")] + ["/diagnostics"]
 
 
 def generate_launch_description():
@@ -21,15 +24,15 @@ def generate_launch_description():
     config = os.path.join(share, "config")
     duration = LaunchConfiguration("duration")
     dropouts = LaunchConfiguration("dropouts")
-    rig = Node(package="charm_ros", executable="charm_sim_rig", name="sim_rig",
+    rig = Node(package="charm_ros", executable="charm-sim-rig", name="sim_rig",
                parameters=[os.path.join(config, "sim_rig.param.yaml"), {"dropouts": dropouts, "start_delay": 4.0}])
-    node = Node(package="charm_ros", executable="charm_node", name="charm",
-                parameters=[os.path.join(config, "charm.param.yaml")],
+    node = Node(package="charm_ros", executable="charm-node", name="charm",
+                parameters=[os.path.join(config, "charm.param.yaml"), {"autostart": LaunchConfiguration("autostart")}],
                 remappings=[(f"~/{m}/image", f"/sim_rig/{m}/image") for m in ("rgb", "depth", "event")]
                 + [("~/lidar/points", "/sim_rig/lidar/points"),
                    ("~/rgb/camera_info", "/sim_rig/rgb/camera_info"),
                    ("~/depth/camera_info", "/sim_rig/depth/camera_info")])
-    report = Node(package="charm_ros", executable="charm_demo_report", name="demo_report",
+    report = Node(package="charm_ros", executable="charm-demo-report", name="demo_report",
                   parameters=[{"duration": duration, "dropouts": dropouts,
                                "output_dir": LaunchConfiguration("output_dir")}],
                   remappings=[("~/mask", "/charm/mask"), ("~/subset", "/charm/subset"),
@@ -38,11 +41,17 @@ def generate_launch_description():
                   output="screen")
     rviz = Node(package="rviz2", executable="rviz2", arguments=["-d", os.path.join(config, "charm.rviz")],
                 condition=IfCondition(LaunchConfiguration("rviz")))
+    foxglove = Node(package="charm_ros", executable="charm-foxglove-bridge", name="foxglove_bridge",
+                    parameters=[{"port": LaunchConfiguration("foxglove_port"), "topics": FOXGLOVE_TOPICS}],
+                    condition=IfCondition(LaunchConfiguration("foxglove")))
     return LaunchDescription([
         DeclareLaunchArgument("duration", default_value="40.0"),
         DeclareLaunchArgument("dropouts", default_value=DROPOUTS),
         DeclareLaunchArgument("output_dir", default_value="out/demo"),
         DeclareLaunchArgument("rviz", default_value="false"),
-        rig, node, report, rviz,
+        DeclareLaunchArgument("autostart", default_value="true", description="configure + activate the node"),
+        DeclareLaunchArgument("foxglove", default_value="false", description="stream to Foxglove (WebSocket)"),
+        DeclareLaunchArgument("foxglove_port", default_value="8765"),
+        rig, node, report, rviz, foxglove,
         RegisterEventHandler(OnProcessExit(target_action=report, on_exit=[EmitEvent(event=Shutdown())])),
     ])

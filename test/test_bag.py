@@ -82,7 +82,13 @@ def test_cli_reports_subsets_miou_and_writes_predictions(rig_bag, tmp_path, rand
     assert "| rgb+depth+event |" in capsys.readouterr().out
     with AnyReader([preds]) as reader:
         topics = {c.topic: c.msgcount for c in reader.connections}
-        assert topics == {"/charm/mask": 30, "/charm/color_mask": 30, "/charm/camera_info": 30}
+        # labeled points for the 20 frames with LiDAR (--drop silenced it for 10), in the cloud's own frame
+        assert topics == {"/charm/mask": 30, "/charm/color_mask": 30, "/charm/camera_info": 30,
+                          "/charm/labeled_points": 20}
+        conn = next(c for c in reader.connections if c.topic == "/charm/labeled_points")
+        cloud = reader.deserialize(next(reader.messages(connections=[conn]))[2], conn.msgtype)
+        assert [f.name for f in cloud.fields] == ["x", "y", "z", "intensity", "confidence", "label"]
+        assert cloud.header.frame_id == "lidar" and cloud.width > 100 and cloud.point_step == 24
         conn = next(c for c in reader.connections if c.topic == "/charm/mask")
         _, t, raw = next(reader.messages(connections=[conn]))
         mask = reader.deserialize(raw, conn.msgtype)

@@ -10,6 +10,8 @@ Nx3 clouds (no intensity) get intensity code 1 (the lowest valid value).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from charm_core.encoders.codes import depth_code, height_code, intensity_code
@@ -29,28 +31,48 @@ def normalized_intensity(points: np.ndarray) -> np.ndarray:
     return np.nan_to_num(np.clip(i, 0.0, 1.0))
 
 
+@dataclass(frozen=True)
+class PixelHits:
+    """Where LiDAR points land in an image: `inside` indexes the points that hit a pixel (in front of
+    the camera by more than MIN_DEPTH_M, within the image), `row`/`col` are their pixels."""
+
+    inside: np.ndarray  # (n,) int64 indices into the cloud
+    row: np.ndarray     # (n,) int64
+    col: np.ndarray     # (n,) int64
+    z: np.ndarray       # (N,) depth along the optical axis of every point (NaN for non-finite ones)
+    cam: np.ndarray     # (N, 3) points in the camera optical frame
+
+
+def project_to_pixels(points: np.ndarray, K: np.ndarray, hw: tuple[int, int], T_cam_lidar: np.ndarray) -> PixelHits:
+    """The one LiDAR-to-pixel projection: the encoder rasterizes with it and the node labels points
+    with it, so a point's label is read from the pixel the network saw it at."""
+    K = check_intrinsics(K)
+    h, w = (int(x) for x in hw)
+    with np.errstate(invalid="ignore", over="ignore"):
+        # non-finite points stay NaN/inf through here and fail the `inside` test
+        cam = transform_points(T_cam_lidar, np.asarray(points)[:, :3])
+        u, v, z = project_points(cam, K)
+        col, row = np.rint(u), np.rint(v)
+        inside = np.flatnonzero((z > MIN_DEPTH_M) & (col >= 0) & (col < w) & (row >= 0) & (row < h))
+    return PixelHits(inside, row[inside].astype(np.int64), col[inside].astype(np.int64), z, cam)
+
+
 def lidar_to_raster(points: np.ndarray, K: np.ndarray, hw: tuple[int, int],
                     geometry: SensorGeometry) -> np.ndarray:
     """Nx3/Nx4 points in the LiDAR frame -> HxWx3 uint8 raster (0 = no return, nearest point wins)."""
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] not in (3, 4):
         raise ValueError(f"points must be Nx3 or Nx4 (x, y, z[, intensity]), got shape {points.shape}")
-    K = check_intrinsics(K)
     h, w = (int(x) for x in hw)
     raster = np.zeros((h, w, 3), dtype=np.uint8)
-    with np.errstate(invalid="ignore", over="ignore"):
-        # non-finite points stay NaN/inf through here and fail the `inside` test
-        cam = transform_points(geometry.T_cam_lidar, points[:, :3])
-        u, v, z = project_points(cam, K)
-        col, row = np.rint(u), np.rint(v)
-        inside = np.flatnonzero((z > MIN_DEPTH_M) & (col >= 0) & (col < w) & (row >= 0) & (row < h))
-    pix = row[inside].astype(np.int64) * w + col[inside].astype(np.int64)
-    nearest = _nearest_per_pixel(pix, z[inside], h * w)
-    winners, idx = inside[nearest], pix[nearest]
+    hit = project_to_pixels(points, K, (h, w), geometry.T_cam_lidar)
+    pix = hit.row * w + hit.col
+    nearest = _nearest_per_pixel(pix, hit.z[hit.inside], h * w)
+    winners, idx = hit.inside[nearest], pix[nearest]
     flat = raster.reshape(-1, 3)
-    flat[idx, 0] = depth_code(z[winners])
+    flat[idx, 0] = depth_code(hit.z[winners])
     flat[idx, 1] = intensity_code(normalized_intensity(points)[winners])
-    flat[idx, 2] = height_code(geometry.height_above_ground(cam[winners]))
+    flat[idx, 2] = height_code(geometry.height_above_ground(hit.cam[winners]))
     return raster
 
 

@@ -337,22 +337,38 @@ def pointcloud2_to_xyzi(msg: Any, intensity_field: str | None = "intensity") -> 
 
 def xyzi_to_pointcloud2(points: np.ndarray, header: Any = None, frame_id: str | None = None) -> Any:
     """Nx4 (or Nx3, intensity 0) points -> PointCloud2 with float32 x, y, z, intensity, point_step 16."""
-    from sensor_msgs.msg import PointCloud2, PointField
-
     values = np.asarray(points)
     if values.ndim != 2 or values.shape[1] not in (3, 4):
         raise ConversionError(f"points must be Nx3 or Nx4, got shape {values.shape}")
     xyzi = np.zeros((values.shape[0], 4), dtype=np.float32)
     xyzi[:, :values.shape[1]] = values
+    cloud = xyzi.view(np.dtype([(name, np.float32) for name in ("x", "y", "z", "intensity")])).reshape(-1)
+    return records_to_pointcloud2(cloud, header, frame_id)
+
+
+_POINTFIELD_DATATYPES = {np.dtype(base).newbyteorder("="): datatype for datatype, base in _POINTFIELD_TYPES.items()}
+
+
+def records_to_pointcloud2(cloud: np.ndarray, header: Any = None, frame_id: str | None = None) -> Any:
+    """A 1-D structured array (one named field per PointField, native byte order) -> unorganized
+    PointCloud2 (height 1) with the array's own offsets and itemsize as point_step."""
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    fields = []
+    for name in cloud.dtype.names:
+        dtype, offset = cloud.dtype.fields[name][:2]
+        datatype = _POINTFIELD_DATATYPES.get(dtype.newbyteorder("="))
+        if datatype is None or dtype.shape:
+            raise ConversionError(f"field {name!r} of type {dtype} has no PointField datatype")
+        fields.append(PointField(name=name, offset=offset, datatype=datatype, count=1))
     msg = PointCloud2()
     msg.header = _header(header, frame_id)
-    msg.height, msg.width = 1, xyzi.shape[0]
-    msg.fields = [PointField(name=name, offset=4 * i, datatype=_FLOAT32, count=1)
-                  for i, name in enumerate(("x", "y", "z", "intensity"))]
+    msg.height, msg.width = 1, cloud.shape[0]
+    msg.fields = fields
     msg.is_bigendian = _NATIVE_BIG
-    msg.point_step, msg.row_step = 16, 16 * xyzi.shape[0]
-    msg.is_dense = bool(np.isfinite(xyzi).all())
-    msg.data = _to_byte_array(xyzi)
+    msg.point_step, msg.row_step = cloud.dtype.itemsize, cloud.dtype.itemsize * cloud.shape[0]
+    msg.is_dense = all(bool(np.isfinite(cloud[name]).all()) for name in cloud.dtype.names)
+    msg.data = _to_byte_array(np.ascontiguousarray(cloud).view(np.uint8))
     return msg
 
 

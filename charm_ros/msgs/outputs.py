@@ -1,7 +1,8 @@
 """The one place a Result becomes ROS messages: the live node's publishers and `charm-bag-eval
 --write-predictions` both build them here, so a recorded prediction is what the node would publish.
 
-Every output carries the header (stamp, frame_id) of the frame's reference sensor, never now().
+Every output carries the header (stamp, frame_id) of the frame's reference sensor, never now();
+~/labeled_points, the LiDAR cloud itself, keeps the cloud's own header.
 """
 from __future__ import annotations
 
@@ -9,24 +10,30 @@ import json
 from typing import Any, Callable, Iterable
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import String
 
 from charm_core.classes import colorize
+from charm_core.encoders import project_to_pixels
 from charm_core.modalities import subset_name
 from charm_core.visualize import confidence_to_mono8, overlay
-from charm_ros.msgs.conversions import k_to_camera_info, numpy_to_image
+from charm_ros.msgs.conversions import k_to_camera_info, numpy_to_image, records_to_pointcloud2
+from charm_ros.runtime.health import StatusReport
 from charm_ros.runtime.pipeline import Result
 
 # Output name -> ROS message type name (the node's ~/<name> topics).
 OUTPUT_TYPES = {"mask": "Image", "color_mask": "Image", "overlay": "Image", "confidence": "Image",
-                "camera_info": "CameraInfo", "subset": "String"}
+                "camera_info": "CameraInfo", "subset": "String", "labeled_points": "PointCloud2"}
 NO_DATA = 255
+LABELED_POINT = np.dtype([("x", np.float32), ("y", np.float32), ("z", np.float32), ("intensity", np.float32),
+                          ("confidence", np.float32), ("label", np.uint8)], align=True)  # point_step 24
 
 
 def output_messages(result: Result, wanted: Iterable[str], palette: np.ndarray,
                     overlay_alpha: float = 0.5) -> dict[str, Any]:
-    """{output name: message} for the outputs in `wanted` (only those are computed); ~/camera_info is
-    left out while no CameraInfo gives the mask's intrinsics."""
+    """{output name: message} for the outputs in `wanted` (only those are computed); ~/camera_info and
+    ~/labeled_points are left out while no CameraInfo gives the mask's intrinsics, ~/labeled_points
+    also for a frame without LiDAR."""
     header = result.frame.data[result.frame.reference].header
     build: dict[str, Callable[[], Any]] = {
         "mask": lambda: numpy_to_image(result.labels, "mono8", header),
@@ -37,6 +44,7 @@ def output_messages(result: Result, wanted: Iterable[str], palette: np.ndarray,
         "camera_info": lambda: None if result.K is None else k_to_camera_info(result.K, result.labels.shape[:2],
                                                                               header),
         "subset": lambda: String(data=subset_name(result.subset)),
+        "labeled_points": lambda: labeled_points_message(result),
     }
     out = {name: build[name]() for name in wanted}
     return {name: msg for name, msg in out.items() if msg is not None}
@@ -46,3 +54,44 @@ def labels_message(class_names: Iterable[str], palette: np.ndarray) -> String:
     """~/labels (latched): class names, the palette in use and the no-data value, as JSON."""
     return String(data=json.dumps({"classes": list(class_names), "palette": np.asarray(palette).tolist(),
                                    "no_data": NO_DATA}))
+
+
+def point_labels(result: Result) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(Nx4 cloud, label per point, confidence per point) of the frame's LiDAR read off the mask at each
+    point's pixel (the encoder's projection, with the mask's K); NO_DATA and 0 for points outside
+    the image or behind the camera. None without LiDAR in the frame or without the mask's K."""
+    sample = result.frame.data.get("lidar")
+    if sample is None or result.K is None:
+        return None
+    points = sample.array
+    hit = project_to_pixels(points, result.K, result.labels.shape[:2], result.T_cam_lidar)
+    labels = np.full(len(points), NO_DATA, np.uint8)
+    confidence = np.zeros(len(points), np.float32)
+    labels[hit.inside] = result.labels[hit.row, hit.col]
+    confidence[hit.inside] = result.confidence[hit.row, hit.col]
+    return points, labels, confidence
+
+
+def labeled_points_message(result: Result) -> Any:
+    """~/labeled_points: x, y, z, intensity, confidence (float32) and label (uint8) per point, in the
+    cloud's own frame and stamp; None where `point_labels` has nothing."""
+    labeled = point_labels(result)
+    if labeled is None:
+        return None
+    points, labels, confidence = labeled
+    cloud = np.zeros(len(points), LABELED_POINT)  # zeros: no stray bytes in the padding
+    for column, name in enumerate(("x", "y", "z", "intensity")):
+        cloud[name] = points[:, column] if column < points.shape[1] else 0.0
+    cloud["confidence"], cloud["label"] = confidence, labels
+    return records_to_pointcloud2(cloud, result.frame.data["lidar"].header)
+
+
+def diagnostics_message(reports: Iterable[StatusReport], node_name: str, stamp: Any) -> DiagnosticArray:
+    """/diagnostics: one DiagnosticStatus per report, named '<node>: <report>' (e.g. '/charm: pipeline')."""
+    msg = DiagnosticArray()
+    msg.header.stamp = stamp
+    msg.status = [DiagnosticStatus(level=bytes([r.level]), name=f"{node_name}: {r.name.split(': ')[1]}",
+                                   message=r.message, hardware_id="charm",
+                                   values=[KeyValue(key=k, value=v) for k, v in r.values.items()])
+                  for r in reports]
+    return msg

@@ -182,8 +182,13 @@ class Engine:
         self.counters.left_out_frames.update(why.keys())
 
     # ------------------------------------------------------------------ health
-    def health(self, now: float, clock_error: str = "", camera_info_topics: Iterable[str] = ()) -> PipelineHealth:
-        """The diagnostics model at `now`; `camera_info_topics` are named when a sensor waits for one."""
+    def health(self, now: float, clock_error: str = "", camera_info_topics: Iterable[str] = (),
+               qos_warnings: dict[str, str] | None = None, output_warnings: dict[str, str] | None = None,
+               paused: bool = False) -> PipelineHealth:
+        """The diagnostics model at `now`; `camera_info_topics` are named when a sensor waits for one.
+        The driver adds what only the ROS graph knows: per sensor, why its topics do not connect
+        (`qos_warnings`), per output topic the subscribers it cannot serve, and whether it paused inference."""
+        qos_warnings = qos_warnings or {}
         with self.lock:
             alive = set(self.sync.alive(now))
             refusing = set(self.sync.refusing(now))
@@ -207,7 +212,7 @@ class Engine:
                 rejected=c.rejected[m], last_error=c.last_error[m],
                 stamps_refused=m in refusing, lag=s.lag, unmatched_s=unmatched.get(m),
                 rejecting=now - c.last_rejected.get(m, -math.inf) <= stale_timeout[m], left_out=left_out,
-                info_rejected=c.info_rejected[m], info_error=c.info_error[m],
+                info_rejected=c.info_rejected[m], info_error=c.info_error[m], qos_warning=qos_warnings.get(m, ""),
                 offset_s=None if m == reference or None in (ref_lag, s.typical_lag) else ref_lag - s.typical_lag))
         recent = [t for t in list(c.publish_times) if t > time.monotonic() - 3.0]
         rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 2 and recent[-1] > recent[0] else 0.0
@@ -223,4 +228,5 @@ class Engine:
             enabled=self.config.enabled, modalities=modalities, subset=c.subset, frames=c.frames,
             frames_dropped=c.frames_dropped, frames_skipped=c.frames_skipped, encode_ms=encode_ms,
             inference_ms=inference_ms, end_to_end_ms=end_to_end_ms, output_rate_hz=rate, model_error=c.model_error,
-            clock_error=clock_error, reference=reference, gpu_memory_mb=gpu)
+            clock_error=clock_error, reference=reference, gpu_memory_mb=gpu, paused=paused,
+            output_warnings=dict(output_warnings or {}))

@@ -1,10 +1,11 @@
 """What the node reports on /diagnostics, decided without ROS so it can be tested directly.
 
-Levels: OK (every enabled sensor alive and in step, model fine), WARN (running on a degraded subset:
-a sensor stale, or alive but unmatched or stamped off the reference's clock), ERROR (no sensor alive,
-the model failed on the last frame, or the node clock cannot advance). Frames dropped under load
-(latest wins) and rejected messages are counted, not a level: the per-sensor message names the last
-rejection.
+Levels: OK (every enabled sensor alive and in step, model fine; also a node paused by ~/enable or
+not active in its lifecycle, which is an operator's choice), WARN (running on a degraded subset:
+a sensor stale, or alive but unmatched or stamped off the reference's clock; an input or output whose
+QoS or type does not match its peers), ERROR (no sensor alive, the model failed on the last frame, or
+the node clock cannot advance). Frames dropped under load (latest wins) and rejected messages are
+counted, not a level: the per-sensor message names the last rejection.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class ModalityHealth:
     lag: float | None = None   # arrival minus (offset-corrected) header stamp of the last message, s
     unmatched_s: float | None = None  # alive, but in no frame for this long (see Synchronizer.unmatched)
     offset_s: float | None = None  # its stamps minus the reference's, from smoothed lags (None for the reference)
+    qos_warning: str = ""      # its topics' QoS or type does not match their publishers (what to change)
 
 
 @dataclass
@@ -53,6 +55,8 @@ class PipelineHealth:
     clock_error: str = ""              # the node clock cannot advance (use_sim_time without /clock)
     reference: str | None = None       # the sensor whose stamps define frames
     gpu_memory_mb: float | None = None
+    paused: bool = False               # ~/enable false: sensors taken, no inference
+    output_warnings: dict[str, str] = field(default_factory=dict)  # output topic -> incompatible subscribers
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -72,22 +76,30 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
     off_clock = [m for m in health.modalities if m.alive and m.unmatched_s is None and _off_clock(m)]
     left_out = [m.name for m in health.modalities if m.alive and m.left_out]
     running = "+".join(m for m in alive if m not in unmatched and m not in left_out)
-    if health.model_error:
+    qos = [m.name for m in health.modalities if m.qos_warning]
+    # a sensor whose topics do not connect (QoS, type) or stay silent: named where "no <sensor>" does not already
+    qos_note = [f"{'+'.join(qos)}: see the sensor status"] if qos else []
+    if health.model_error and not health.paused:  # a paused node runs no frame that could clear it
         level, message = ERROR, f"model failure: {health.model_error}"
     elif health.clock_error:
         level, message = ERROR, health.clock_error
+    elif health.paused:
+        level, message = OK, f"paused by ~/enable: no inference (sensors alive: {'+'.join(alive) or 'none'})"
     elif not alive:
-        level, message = ERROR, "no sensor input alive"
+        level, message = ERROR, "no sensor input alive" + (f" ({qos_note[0]})" if qos else "")
     elif not running:
         level, message = ERROR, f"sensors alive ({'+'.join(alive)}) but none usable: see their status"
-    elif missing or unmatched or off_clock or left_out:
+    elif missing or unmatched or off_clock or left_out or qos:
+        connects = [m for m in qos if m not in missing]
         why = ([f"no {', '.join(missing)}"] if missing else []) + [f"{m} unmatched" for m in unmatched] + [
             f"{m.name} stamps {_offset(m, health, '', lags=False)}" for m in off_clock] + [
-            f"{m} left out" for m in left_out]
+            f"{m} left out" for m in left_out] + ([f"{'+'.join(connects)}: see the sensor status"] if connects else [])
         level, message = WARN, f"degraded: running on {running} ({'; '.join(why)})"
     else:
         level, message = OK, f"running on {'+'.join(alive)}"
     values = {
+        "lifecycle_state": "active",
+        "enabled": str(not health.paused).lower(),
         "alive": "+".join(alive) or "none",
         "subset": "+".join(health.subset) or "none",
         "frames": str(health.frames),
@@ -102,7 +114,10 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
     }
     reports = [StatusReport("charm: pipeline", level, message, values)]
     for m in health.modalities:
-        if not m.alive:
+        if m.qos_warning:
+            m_level, m_message = WARN, ("alive" if m.alive else "no message yet" if m.age is None else
+                                        f"stale for {m.age:.1f} s") + f": {m.qos_warning}"
+        elif not m.alive:
             m_level, m_message = WARN, ("no message yet" if m.age is None else f"stale for {m.age:.1f} s")
             if m.stamps_refused:
                 m_message = ("no usable message" if m.age is None else m_message) + (
@@ -137,8 +152,26 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
             "rejected": str(m.rejected), "last_error": m.last_error, "stamp_lag_s": _fmt(m.lag, 3),
             "stamp_offset_s": _fmt(m.offset_s, 3), "unmatched_s": _fmt(m.unmatched_s), "left_out": m.left_out,
             "camera_info_rejected": str(m.info_rejected), "camera_info_error": m.info_error,
+            "qos_warning": m.qos_warning,
         }))
-    return reports
+    return reports + [output_report(health.output_warnings)]
+
+
+def output_report(warnings: dict[str, str]) -> StatusReport:
+    """The outputs' status: WARN naming each output topic that has a subscriber it cannot serve."""
+    if not warnings:
+        return StatusReport("charm: outputs", OK, "every subscriber's QoS matches", {})
+    return StatusReport("charm: outputs", WARN, "; ".join(warnings.values()), dict(warnings))
+
+
+def idle_reports(state: str, output_warnings: dict[str, str]) -> list[StatusReport]:
+    """What a node outside 'active' reports (no sensors subscribed, no model loaded after a deactivate):
+    its lifecycle state and how to leave it."""
+    hint = {"unconfigured": "configure, then activate, through ~/change_state",
+            "inactive": "activate through ~/change_state"}.get(state, "")
+    message = f"{state}: no inference" + (f" ({hint})" if hint else "")
+    return [StatusReport("charm: pipeline", OK, message, {"lifecycle_state": state}),
+            output_report(output_warnings)]
 
 
 def _off_clock(m: ModalityHealth) -> bool:

@@ -25,7 +25,8 @@ from charm_ros.runtime.sync import ModalityConfig, SyncConfig
 DEFAULT_CHECKPOINT = "models/charm_tiny_synthetic.safetensors"
 DEVICES = ("auto", "cpu", "cuda")
 RELIABILITIES = ("best_effort", "reliable")
-OUTPUTS = ("mask", "color_mask", "overlay", "confidence", "camera_info", "subset")
+OUTPUTS = ("mask", "color_mask", "overlay", "confidence", "camera_info", "subset", "labeled_points")
+RESOLUTIONS = ("network", "camera")
 
 # REP-103 LiDAR frame (x forward, y left, z up) -> camera optical frame (x right, y down, z forward), no offset.
 LIDAR_TO_OPTICAL = [0.0, -1.0, 0.0, 0.0,
@@ -47,6 +48,8 @@ def _modality_params(m: str) -> list[ParamSpec]:
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("autostart", True, "configure and activate at start; false: wait in 'unconfigured' for "
+              "~/change_state (lifecycle manager)"),
     *[p for m in MODALITIES for p in _modality_params(m)],
     ParamSpec("rgb.camera_info_topic", "~/rgb/camera_info", "CameraInfo of the RGB camera (defines the mask frame)"),
     ParamSpec("depth.camera_info_topic", "~/depth/camera_info", "CameraInfo of the depth camera"),
@@ -75,6 +78,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("geometry.lidar_to_camera", LIDAR_TO_OPTICAL,
               "4x4 row-major transform from the LiDAR frame to the camera optical frame"),
     *[ParamSpec(f"outputs.{name}", True, f"publish ~/{name}", dynamic=True) for name in OUTPUTS],
+    ParamSpec("outputs.resolution", "network", "size of ~/mask, ~/confidence, ~/color_mask, ~/overlay and "
+              "~/camera_info: network (letterboxed network input, unpadded) or camera (the camera's own "
+              "pixels and K, for pixel alignment with the raw image)", dynamic=True, choices=RESOLUTIONS),
     ParamSpec("outputs.overlay_alpha", 0.5, "colour-mask weight in ~/overlay (0..1)", dynamic=True,
               minimum=0.0, maximum=1.0),
     ParamSpec("outputs.min_confidence", 0.0, "pixels below this confidence are 255 (no data) on ~/mask",
@@ -84,6 +90,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("qos.input_depth", 5, "history depth of the sensor subscriptions", minimum=1),
     ParamSpec("qos.input_reliability", "best_effort", "best_effort matches every publisher", choices=RELIABILITIES),
     ParamSpec("qos.output_reliability", "reliable", "QoS reliability of the outputs", choices=RELIABILITIES),
+    ParamSpec("qos.silent_after", 3.0, "seconds an input topic may have publishers but deliver nothing before "
+              "/diagnostics names it (with the QoS or type that does not match)", minimum=0.5),
     ParamSpec("diagnostics.period", 1.0, "seconds between /diagnostics messages (also sent on change)",
               minimum=0.05),
 )
@@ -147,7 +155,8 @@ def validate(values: dict[str, Any]) -> NodeConfig:
                                 camera_pitch=float(v["geometry.camera_pitch"]), T_cam_lidar=transform),
         min_confidence=float(v["outputs.min_confidence"]),
         lidar_intensity_field=v["lidar.intensity_field"].strip(),
-        lidar_intensity_scale=float(v["lidar.intensity_scale"]))
+        lidar_intensity_scale=float(v["lidar.intensity_scale"]),
+        output_resolution=v["outputs.resolution"])
 
     return NodeConfig(
         enabled=enabled,

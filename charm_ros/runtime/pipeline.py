@@ -48,6 +48,7 @@ class PipelineConfig:
     min_confidence: float = 0.0  # pixels below it become 255 (no data) on ~/mask
     lidar_intensity_field: str = "auto"  # see the lidar.intensity_field parameter
     lidar_intensity_scale: float = 0.0   # see the lidar.intensity_scale parameter
+    output_resolution: str = "network"   # network | camera: the size of labels, confidence and K in Results
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Result:
     confidence: np.ndarray        # hxw float32 max softmax probability
     background: np.ndarray        # hxwx3 uint8 image for the overlay (RGB when present)
     K: np.ndarray | None          # intrinsics of the mask image (~/camera_info); None without CameraInfo
+    T_cam_lidar: np.ndarray       # 4x4 LiDAR -> camera optical frame the frame was encoded with
     skipped: dict[str, str]       # modality -> why it was in the frame but not used
     encode_ms: float
     forward_ms: float
@@ -222,10 +224,17 @@ class Pipeline:
             labels = np.where(confidence < min_confidence, np.uint8(255), labels)
         first = next(m for m in MODALITIES if m in images)
         background = box.crop(images["rgb"] if "rgb" in images else images[first])
+        mask_K = None if encoded.K is None else box.intrinsics(encoded.K)
+        if self.config.output_resolution == "camera":
+            # camera pixels: labels and confidence nearest (each pixel keeps its id's confidence); the
+            # overlay over the camera's own RGB, which is camera_hw whenever RGB is in the frame
+            labels, confidence = box.to_source(labels), box.to_source(confidence)
+            background = frame.data["rgb"].array if "rgb" in images else box.to_source(background, nearest=False)
+            mask_K = encoded.K
         return Result(frame=frame, subset=tuple(m for m in MODALITIES if m in images),
                       labels=np.ascontiguousarray(labels), confidence=np.ascontiguousarray(confidence),
                       background=np.ascontiguousarray(background),
-                      K=None if encoded.K is None else box.intrinsics(encoded.K), skipped=encoded.skipped,
+                      K=mask_K, T_cam_lidar=self.config.geometry.T_cam_lidar, skipped=encoded.skipped,
                       encode_ms=encoded.encode_ms, forward_ms=self.predictor.last_forward_ms)
 
 

@@ -6,7 +6,8 @@ with the stamps as the clock. Every synchronized frame is evaluated (no latest-w
 the result is deterministic. Reports per subset: frames, mIoU against a ground-truth topic if there
 is one, latency; per sensor the frames it went into and its stamps' offset to the reference (a
 sensor on another clock is named); `--dropouts depth:10-20` silences a sensor over an interval (seconds
-from the first message); `--write-predictions` writes mask and colour mask topics to a new bag for RViz/Foxglove.
+from the first message); `--write-predictions` writes mask, colour mask, camera_info and labeled point
+cloud topics to a new bag for RViz/Foxglove.
 """
 from __future__ import annotations
 
@@ -300,11 +301,12 @@ class BagEvaluator:
                          c.frames_skipped, unmatched, wall_s, used, offsets, reference and reference.name, left_out)
 
 
-PREDICTION_OUTPUTS = ("mask", "color_mask", "camera_info")  # written as /charm/<name>
+PREDICTION_OUTPUTS = ("mask", "color_mask", "camera_info", "labeled_points")  # written as /charm/<name>
 
 
 def write_predictions(out: Path, results: list[Result], palette: np.ndarray, storage: str = "mcap") -> None:
-    """/charm/mask (mono8), /charm/color_mask (rgb8) and /charm/camera_info, built as the node builds them."""
+    """/charm/mask (mono8), /charm/color_mask (rgb8), /charm/camera_info and /charm/labeled_points (frames
+    with LiDAR), built as the node builds them."""
     from rclpy.serialization import serialize_message
 
     typestore = get_typestore(Stores.ROS2_KILTED)
@@ -375,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--reorder-window", type=float, default=1.0, help="seconds of receive time to sort stamps")
     parser.add_argument("--json", help="write the report here")
-    parser.add_argument("--write-predictions", type=Path, help="write /charm/mask and /charm/color_mask to this bag")
+    parser.add_argument("--write-predictions", type=Path,
+                        help="write /charm/mask, color_mask, camera_info and labeled_points to this bag")
     parser.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="of --write-predictions")
     args = parser.parse_args(argv)
     try:

@@ -2,7 +2,8 @@
 
 `ros2 launch` is not installable from PyPI, so the demo, the tests and users of a pip install use
 this. It reads the ROS 2 YAML launch format (the subset: `arg`, `node` with pkg/exec/name/
-namespace/param/remap/args/on_exit, `executable` with cmd/name/on_exit), so the same file also works with `ros2 launch` on a real install:
+namespace/param/remap/args/on_exit, `executable` with cmd/name/on_exit, `if`/`unless` on both), so the
+same file also works with `ros2 launch` on a real install:
 
     python -m charm_ros.tools.launcher launch/sim_demo.launch.yaml duration:=40 --timeout 60
 
@@ -180,6 +181,18 @@ def _substitute(text: Any, launch_args: dict[str, str]) -> Any:
     return _SUBST.sub(replace, text)
 
 
+def _condition(body: dict, launch_args: dict[str, str], path: str | Path) -> bool:
+    """An entry's `if` / `unless` (true/false, 1/0, as launch's conditions take them)."""
+    keep = True
+    for key, wanted in (("if", True), ("unless", False)):
+        if key in body:
+            value = str(_substitute(str(body[key]), launch_args)).strip().lower()
+            if value not in ("true", "false", "1", "0"):
+                raise ValueError(f"{path}: `{key}: {body[key]}` is {value!r}, expected true or false")
+            keep = keep and (value in ("true", "1")) == wanted
+    return keep
+
+
 def load_launch_yaml(path: str | Path, overrides: dict[str, str] | None = None
                      ) -> tuple[list[NodeSpec], dict[str, str]]:
     """Parse a ROS 2 YAML launch file into NodeSpecs; returns them and the resolved launch arguments."""
@@ -199,6 +212,8 @@ def load_launch_yaml(path: str | Path, overrides: dict[str, str] | None = None
                 launch_args[name] = _substitute(str(body["default"]), launch_args)
             else:
                 raise ValueError(f"{path}: launch argument {name!r} has no default and was not given")
+        elif kind in ("node", "executable") and not _condition(body, launch_args, path):
+            continue
         elif kind == "node":
             sub = lambda value: _substitute(value, launch_args)  # noqa: E731
             spec = NodeSpec(command=[resolve_executable(sub(body["exec"]), sub(body.get("pkg", PACKAGE)))],

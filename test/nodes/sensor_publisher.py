@@ -50,12 +50,14 @@ def main() -> int:
     parser.add_argument("--prefix", default="/test")
     parser.add_argument("--garbage", action="store_true")
     parser.add_argument("--no-camera-info", action="store_true", help="images only (CameraInfo comes from elsewhere)")
+    parser.add_argument("--reliable", action="store_true", help="publish reliable (default best effort)")
     args = parser.parse_args()
     data = np.load(args.frames)
     n = len(data["rgb"])
     rclpy.init()
     node = rclpy.create_node(f"pub_{args.modality}{'_garbage' if args.garbage else ''}")
-    qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
+    qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST,
+                     reliability=ReliabilityPolicy.RELIABLE if args.reliable else ReliabilityPolicy.BEST_EFFORT)
     topic = f"{args.prefix}/{args.modality}/{'points' if args.modality == 'lidar' else 'image'}"
     pub = node.create_publisher(PointCloud2 if args.modality == "lidar" else Image, topic, qos)
     info = node.create_publisher(CameraInfo, f"{args.prefix}/{args.modality}/camera_info", qos) \
