@@ -1,6 +1,7 @@
 """ros2 launch charm_ros charm.launch.py [namespace:=robot1] [params_file:=...] [use_sim_time:=true]
 [rgb_topic:=/camera/color/image_raw] [rgb_info_topic:=...] [depth_topic:=...] [depth_info_topic:=...]
-[event_topic:=...] [lidar_topic:=...] [autostart:=true] [foxglove:=false] [foxglove_port:=8765]
+[event_topic:=...] [lidar_topic:=...] [checkpoint:=...] [autostart:=true] [rviz:=false] [foxglove:=false]
+[foxglove_port:=8765]
 
 autostart:=false leaves the (lifecycle) node unconfigured for a lifecycle manager; foxglove:=true
 streams its inputs and outputs to Foxglove at ws://127.0.0.1:<foxglove_port>."""
@@ -30,7 +31,10 @@ def generate_launch_description():
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "charm.param.yaml"),
                               description="node parameters (YAML)"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
+        DeclareLaunchArgument("checkpoint", default_value="models/charm_tiny_synthetic.safetensors",
+                              description="model checkpoint (absolute, or under the package share directory)"),
         DeclareLaunchArgument("autostart", default_value="true", description="configure + activate at start"),
+        DeclareLaunchArgument("rviz", default_value="false", description="start rviz2 in the node's namespace"),
         DeclareLaunchArgument("foxglove", default_value="false", description="stream to Foxglove (WebSocket)"),
         DeclareLaunchArgument("foxglove_port", default_value="8765", description="Foxglove WebSocket port"),
     ] + [DeclareLaunchArgument(name, default_value=default, description=f"remap of {default}")
@@ -41,12 +45,17 @@ def generate_launch_description():
         name="charm",
         namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("params_file"), {"use_sim_time": LaunchConfiguration("use_sim_time"),
-                                                         "autostart": LaunchConfiguration("autostart")}],
+                                                         "autostart": LaunchConfiguration("autostart"),
+                                                         "model.checkpoint": LaunchConfiguration("checkpoint")}],
         remappings=[(default, LaunchConfiguration(name)) for name, default in TOPICS.items()],
         output="screen",
         emulate_tty=True,
     )
-    return LaunchDescription(args + [node, OpaqueFunction(function=foxglove_bridge)])
+    # RViz's topics are relative (config/charm.rviz): in the node's namespace they resolve to its outputs
+    rviz = Node(package="rviz2", executable="rviz2", namespace=LaunchConfiguration("namespace"),
+                arguments=["-d", os.path.join(share, "config", "charm.rviz")],
+                condition=IfCondition(LaunchConfiguration("rviz")))
+    return LaunchDescription(args + [node, rviz, OpaqueFunction(function=foxglove_bridge)])
 
 
 def foxglove_bridge(context):

@@ -1,5 +1,5 @@
-"""ros2 launch charm_ros sim_demo.launch.py [duration:=40] [dropouts:=...] [rviz:=false] [foxglove:=false]
-[foxglove_port:=8765] [autostart:=true]
+"""ros2 launch charm_ros sim_demo.launch.py [duration:=40.0] [dropouts:=...] [checkpoint:=...] [rviz:=false]
+[foxglove:=false] [foxglove_port:=8765] [autostart:=true]
 
 The synthetic sensor rig with scripted dropouts, the charm node on its topics, and the demo report
 (which ends the launch when done). Same graph as sim_demo.launch.yaml (used by `make demo`)."""
@@ -27,7 +27,8 @@ def generate_launch_description():
     rig = Node(package="charm_ros", executable="charm-sim-rig", name="sim_rig",
                parameters=[os.path.join(config, "sim_rig.param.yaml"), {"dropouts": dropouts, "start_delay": 4.0}])
     node = Node(package="charm_ros", executable="charm-node", name="charm",
-                parameters=[os.path.join(config, "charm.param.yaml"), {"autostart": LaunchConfiguration("autostart")}],
+                parameters=[os.path.join(config, "charm.param.yaml"), {"autostart": LaunchConfiguration("autostart"),
+                                                                       "model.checkpoint": LaunchConfiguration("checkpoint")}],
                 remappings=[(f"~/{m}/image", f"/sim_rig/{m}/image") for m in ("rgb", "depth", "event")]
                 + [("~/lidar/points", "/sim_rig/lidar/points"),
                    ("~/rgb/camera_info", "/sim_rig/rgb/camera_info"),
@@ -48,6 +49,7 @@ def generate_launch_description():
         DeclareLaunchArgument("duration", default_value="40.0"),
         DeclareLaunchArgument("dropouts", default_value=DROPOUTS),
         DeclareLaunchArgument("output_dir", default_value="out/demo"),
+        DeclareLaunchArgument("checkpoint", default_value="models/charm_tiny_synthetic.safetensors"),
         DeclareLaunchArgument("rviz", default_value="false"),
         DeclareLaunchArgument("autostart", default_value="true", description="configure + activate the node"),
         DeclareLaunchArgument("foxglove", default_value="false", description="stream to Foxglove (WebSocket)"),

@@ -169,3 +169,22 @@ def test_a_timeout_says_so_and_exits_non_zero(tmp_path, child_env):
                           env=child_env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 124, done.stdout + done.stderr
     assert "--timeout 3 s reached" in done.stderr
+
+
+def test_the_node_launch_file_takes_topics_and_a_checkpoint_as_arguments(monkeypatch):
+    """pip installs had to type six -r remaps; the YAML node launch takes them as launch arguments."""
+    path = ROOT / "launch" / "charm.launch.yaml"
+    specs, _ = load_launch_yaml(path, {"rgb_topic": "/cam/color/image_raw", "lidar_topic": "/velodyne_points",
+                                       "checkpoint": "/models/mine.safetensors", "namespace": "robot1"})
+    assert [s.name for s in specs] == ["charm"], "rviz is off by default"
+    node = specs[0]
+    assert ("~/rgb/image", "/cam/color/image_raw") in node.remappings
+    assert ("~/lidar/points", "/velodyne_points") in node.remappings
+    assert node.parameters["model.checkpoint"] == "/models/mine.safetensors" and node.namespace == "robot1"
+    import charm_ros.tools.launcher as launcher
+
+    real = launcher.resolve_executable
+    monkeypatch.setattr(launcher, "resolve_executable",  # rviz2 is no wheel: stand in for a ROS install's
+                        lambda exe, package="charm_ros": "/opt/ros/bin/rviz2" if exe == "rviz2" else real(exe, package))
+    with_rviz, _ = load_launch_yaml(path, {"rviz": "true", "namespace": "robot1"})
+    assert [(s.name, s.namespace) for s in with_rviz] == [("charm", "robot1"), ("rviz2", "robot1")]

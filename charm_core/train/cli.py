@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from charm_core.checkpoint import load_checkpoint
+from charm_core.cli_help import HelpFormatter
 from charm_core.data.base import EVAL_RESIZES
 from charm_core.data.datasets import DATASETS, build_dataset
 from charm_core.data.deliver import SPLITS
@@ -18,14 +19,18 @@ from charm_core.train.trainer import EvalBatches, Trainer
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="charm-train", description="Dual-path (CoL + InE) CHARM training.")
+    parser = argparse.ArgumentParser(prog="charm-train", description="Dual-path (CoL + InE) CHARM training.",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--config", help="training recipe YAML (training/*.yaml)")
     parser.add_argument("--no-resume", action="store_true", help="start fresh even if out_dir has a last checkpoint")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                        help="training crop size (the recipe's `size`; same as the override size=[H,W])")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="override recipe entries, e.g. steps=200 model.arch=mean out_dir=runs/x")
     args = parser.parse_intermixed_args(argv)  # key=value overrides before or after options
     try:
-        cfg = load_config(args.config, args.overrides)
+        sizes = [f"size=[{args.size[0]}, {args.size[1]}]"] if args.size else []
+        cfg = load_config(args.config, [*args.overrides, *sizes])
     except (OSError, ValueError, TypeError) as exc:
         parser.error(str(exc))
     try:  # user mistakes (a missing data folder, a run folder of another model) are one line, not a traceback
@@ -61,7 +66,7 @@ def plot_subsets(compact: dict[str, float], out_png: str | Path, title: str) -> 
 
 
 def eval_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="charm-eval",
+    parser = argparse.ArgumentParser(prog="charm-eval", formatter_class=HelpFormatter,
                                      description="MaSS evaluation: all 2^N - 1 subsets of the model's N modalities, "
                                                  "Mean / Top-1 / Last-1.")
     parser.add_argument("--checkpoint", required=True)
