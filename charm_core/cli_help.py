@@ -10,8 +10,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if (default in (None, False, [], (), "", argparse.SUPPRESS) or "default" in text
-                or not action.option_strings):
+        empty = default is None or default is False or (isinstance(default, (str, list, tuple)) and not default)
+        if empty or default == argparse.SUPPRESS or "default" in text or not action.option_strings:
             return text
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         return f"{text} (default: {shown})".strip()

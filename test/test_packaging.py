@@ -115,3 +115,21 @@ def test_rviz_config_shows_inputs_colour_mask_and_overlay():
     topics = {d["Topic"]["Value"] for d in config["Visualization Manager"]["Displays"]}
     assert {"charm/color_mask", "charm/overlay", "sim_rig/rgb/image", "sim_rig/lidar/points"} <= topics
     assert not [t for t in topics if t.startswith("/")], "absolute topics break namespace:= (rviz2 runs in it)"
+
+
+@pytest.mark.parametrize("main, option, default", [
+    ("charm_core.train.cli:eval_main", "--batch-size", "8"), ("charm_core.data.synth_cli:main", "--seed", "0"),
+    ("charm_ros.tools.bag_record:main", "--fps", "10.0"), ("charm_ros.tools.bag_eval:main", "--reorder-window", "1.0"),
+    ("charm_ros.tools.bag_export:main", "--every", "1"), ("charm_ros.tools.bag_play:main", "--rate", "1.0"),
+    ("charm_ros.tools.launcher:main", "--timeout", None)])
+def test_every_help_page_shows_the_defaults(main, option, default, capsys):
+    import importlib
+
+    module, func = main.split(":")
+    with pytest.raises(SystemExit):
+        getattr(importlib.import_module(module), func)(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert option in text
+    if default is not None:
+        options = text.split("options:", 1)[1]
+        assert f"(default: {default})" in options.split(option, 1)[1].split(" --", 1)[0], text

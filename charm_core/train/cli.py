@@ -69,11 +69,11 @@ def eval_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="charm-eval", formatter_class=HelpFormatter,
                                      description="MaSS evaluation: all 2^N - 1 subsets of the model's N modalities, "
                                                  "Mean / Top-1 / Last-1.")
-    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint (safetensors) to evaluate")
     parser.add_argument("--data", required=True, help="dataset root (DELIVER layout: real DELIVER or charm-synth output)")
     parser.add_argument("--dataset", choices=sorted(DATASETS),
                         help="dataset layout (default: the checkpoint's training recipe's, else deliver)")
-    parser.add_argument("--split", default="val", choices=SPLITS)
+    parser.add_argument("--split", default="val", choices=SPLITS, help="split to evaluate")
     parser.add_argument("--protocol", default="drop", choices=PROTOCOLS,
                         help="drop: absent modalities are not fed; zero: fed as zeros and marked available")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
@@ -81,8 +81,8 @@ def eval_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resize", choices=EVAL_RESIZES,
                         help="exact: to --size; deliver: DELIVER's protocol, short side to H rounded up to a "
                              "multiple of 32 (default: the checkpoint's recipe, else exact)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=8, help="frames per forward")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     parser.add_argument("--max-samples", type=int, default=None, help="evaluate an evenly spaced subset")
     parser.add_argument("--json", help="write {subset: mIoU, mean, top1, last1} (classes present) here")
     parser.add_argument("--details", help="write per-class, per-condition and both mIoU conventions here")

@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     add_topic_arguments(parser)
     parser.add_argument("--dropouts", "--drop", action="append", default=[], metavar="SENSOR:START-END",
                         help="simulate dropouts, e.g. depth:10-20 (s from the first message); repeat or comma-separate")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     parser.add_argument("--reorder-window", type=float, default=1.0, help="seconds of receive time to sort stamps")
     parser.add_argument("--json", help="write the report here")
     parser.add_argument("--write-predictions", type=Path,

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the node's parameter file (sync, geometry, sensors, input size)")
     add_topic_arguments(parser)
     parser.add_argument("--condition", default="sun", choices=CONDITIONS, help="the set's condition folder")
-    parser.add_argument("--split", default="train", choices=SPLITS)
+    parser.add_argument("--split", default="train", choices=SPLITS, help="the set's split folder")
     parser.add_argument("--sequence", help="sequence folder name (default: the bag's name)")
     parser.add_argument("--every", type=int, default=1, help="write every Nth synchronized frame")
     parser.add_argument("--max-frames", type=int, help="stop writing after this many frames")

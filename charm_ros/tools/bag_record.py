@@ -67,19 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="bag directory to create")
     parser.add_argument("--storage", default="mcap", choices=sorted(STORAGES))
     parser.add_argument("--duration", type=float, required=True, help="seconds of rig time")
-    parser.add_argument("--fps", type=float, default=10.0)
-    parser.add_argument("--dropouts", default="", help="e.g. depth:10-20,rgb:30-35 (seconds from the start)")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--fps", type=float, default=10.0, help="frames per second of rig time")
+    parser.add_argument("--dropouts", action="append", default=[], metavar="SENSOR:START-END",
+                        help="e.g. depth:10-20,rgb:30-35 (seconds from the start); repeat or comma-separate")
+    parser.add_argument("--seed", type=int, default=7, help="world seed")
     parser.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
-    parser.add_argument("--condition", default="sun", choices=CONDITIONS)
-    parser.add_argument("--case", default=None, choices=CASES)
-    parser.add_argument("--depth-encoding", default="32FC1", choices=DEPTH_ENCODINGS)
-    parser.add_argument("--rgb-encoding", default="rgb8", choices=RGB_ENCODINGS)
+    parser.add_argument("--condition", default="sun", choices=CONDITIONS, help="weather / light")
+    parser.add_argument("--case", default=None, choices=CASES, help="sensor failure case (default: none)")
+    parser.add_argument("--depth-encoding", default="32FC1", choices=DEPTH_ENCODINGS, help="32FC1 (m) or 16UC1 (mm)")
+    parser.add_argument("--rgb-encoding", default="rgb8", choices=RGB_ENCODINGS, help="Image encoding of the RGB camera")
     parser.add_argument("--start-time", type=float, default=1_700_000_000.0, help="stamp of the first frame (s)")
     args = parser.parse_args(argv)
     try:
         counts = record(args.out, args.duration, args.storage, args.fps, args.seed, tuple(args.size),
-                        args.condition, args.case, args.dropouts,
+                        args.condition, args.case, ",".join(args.dropouts),
                         RigEncoding(depth=args.depth_encoding, rgb=args.rgb_encoding), args.start_time)
     except (ValueError, FileExistsError) as exc:
         parser.error(str(exc))
