@@ -27,6 +27,7 @@ setup(
             "charm-synth = charm_core.data.synth_cli:main",
             "charm-train = charm_core.train.cli:train_main",
             "charm-eval = charm_core.train.cli:eval_main",
+            "charm-export = charm_core.export:main",
             "charm_node = charm_ros.node:main",
             "charm_sim_rig = charm_ros.sim_rig:main",
             "charm_demo_report = charm_ros.demo_report:main",
