@@ -45,17 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     digest = file_sha256(args.checkpoint)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for subset in tqdm(list(dict.fromkeys(subsets)), desc="charm-export", unit="graph"):
-        spec = GraphSpec(digest, subset, (int(size[0]), int(size[1])))
-        try:
-            exported = export_graph(model, spec, args.tolerance)
-        except ExportError as exc:
-            print(f"charm-export: {exc}", file=sys.stderr)
-            return 1
-        atomic_write(out / f"{spec.name}.onnx", exported.data)
-        rows.append(f"| {spec.name} | {exported.max_abs_diff:.2g} | {exported.seconds:.1f} | "
-                    f"{len(exported.data) / 2 ** 20:.1f} |")
+    rows, error = [], None
+    with tqdm(list(dict.fromkeys(subsets)), desc="charm-export", unit="graph") as bar:
+        for subset in bar:
+            spec = GraphSpec(digest, subset, (int(size[0]), int(size[1])))
+            try:
+                exported = export_graph(model, spec, args.tolerance)
+            except ExportError as exc:
+                error = exc
+                break
+            atomic_write(out / f"{spec.name}.onnx", exported.data)
+            rows.append(f"| {spec.name} | {exported.max_abs_diff:.2g} | {exported.seconds:.1f} | "
+                        f"{len(exported.data) / 2 ** 20:.1f} |")
+    if error is not None:
+        print(f"charm-export: {error}", file=sys.stderr)
+        return 1
     print(f"{args.checkpoint} (sha256 {digest[:12]}...) -> {out}: {len(rows)} graphs, {size[0]}x{size[1]}, "
           f"opset {OPSET}, torch {torch.__version__}\n")
     print("| subset | max \\|logit diff\\| vs torch | export s | MB |\n|---|---:|---:|---:|")

@@ -14,6 +14,7 @@ stage and shift and reused by every block.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -143,6 +144,7 @@ class WindowCrossAttention(nn.Module):
         if dim % heads:
             raise ValueError(f"dim {dim} must be divisible by heads {heads}")
         self.heads = heads
+        self.scale = 1.0 / math.sqrt(dim // heads)  # SDPA's default, as a constant (traced graphs fold it)
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -154,7 +156,7 @@ class WindowCrossAttention(nn.Module):
         k, v = self.kv(keys).view(n, keys.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
         if mask is not None and mask.dtype != q.dtype:  # autocast runs q/k/v in half precision
             mask = mask.to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         return self.proj(out.transpose(1, 2).reshape(n, length, c))
 
 
@@ -211,7 +213,7 @@ class MutualPerceptionUnit(nn.Module):
     def forward(self, s: Tensor, p: Tensor, index: list[int], available: Tensor | None) -> Tensor:
         """s [B, h, w, C] initial semantic feature; p [M', B, h, w, C]; index: rows of modality_embed;
         available [B, M'] or None (all present). Returns the refined semantic feature [B, h, w, C]."""
-        m, b, h, w, _ = p.shape
+        m, b, h, w = (int(n) for n in p.shape[:4])  # Python ints even when traced: a fixed window plan
         ws = self.window
         embed = torch.stack([self.modality_embed[i] for i in index])  # no index tensor: no GPU stall
         plans: dict[Shifts, WindowPlan] = {}
