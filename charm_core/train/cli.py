@@ -9,7 +9,7 @@ from pathlib import Path
 from charm_core.checkpoint import load_checkpoint
 from charm_core.data.deliver import SPLITS, DeliverDataset
 from charm_core.evaluation import PROTOCOLS, evaluate_subsets
-from charm_core.inference import Predictor, resolve_device
+from charm_core.inference import PRECISIONS, Predictor, resolve_device
 from charm_core.modalities import all_subsets
 from charm_core.runtimes import BACKENDS
 from charm_core.runtimes.graph import parse_subset
@@ -67,6 +67,8 @@ def eval_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="torch", choices=BACKENDS,
                         help="torch (default: the reference, batched), onnxruntime, tensorrt or auto; graph "
                              "backends export (or load from the cache) one graph per subset first")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS + ("int8",),
+                        help="fp32 (default); fp16/bf16 autocast on torch; int8 on onnxruntime (CPU)")
     parser.add_argument("--subsets", nargs="+", metavar="SUBSET",
                         help="evaluate only these subsets, e.g. rgb rgb+lidar (default: all)")
     parser.add_argument("--max-samples", type=int, default=None, help="evaluate an evenly spaced subset")
@@ -76,10 +78,10 @@ def eval_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         device = resolve_device(args.device)
-        if args.backend == "torch":
+        if args.backend == "torch" and args.precision == "fp32":
             model, info = load_checkpoint(args.checkpoint, map_location=device)
         else:
-            model = Predictor.from_checkpoint(args.checkpoint, device, backend=args.backend)
+            model = Predictor.from_checkpoint(args.checkpoint, device, args.precision, backend=args.backend)
             info = model.info
         size = tuple(args.size or info.provenance.get("input_size", (256, 256)))
         subsets = ([parse_subset(s, info.modalities) for s in args.subsets] if args.subsets
@@ -100,7 +102,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     report = evaluate_subsets(model, EvalBatches(data, indices, args.batch_size), info.class_names,
                               subsets, args.protocol, device)
     print(f"{args.checkpoint} on {args.data} [{args.split}, {len(indices)} samples, protocol {args.protocol}, "
-          f"{size[0]}x{size[1]}]\n")
+          f"{size[0]}x{size[1]}, {args.backend} {args.precision}]\n")
     print(report.markdown())
     backends = sorted({b for counts in report.served_by.values() for b in counts})
     print(f"\nserved by: {', '.join(backends)}")
