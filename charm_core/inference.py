@@ -265,7 +265,7 @@ class Predictor:
                 self._export_model = None  # the CPU copy is only kept while builds are due
 
     def _make_runner(self, spec: GraphSpec) -> tuple[object, str]:
-        _, graph, note = self.cache.graph(spec, self._cpu_model)
+        graph, note = self.cache.graph(spec, self._cpu_model)
         if self.backend == "tensorrt":
             from charm_core.runtimes.tensorrt_backend import TrtRunner, cached_engine
 

@@ -71,7 +71,7 @@ def _copy(cache: Path, tmp_path: Path) -> Path:
 
 
 def _graph_path(cache: Path, checkpoint: Path, subset=("rgb",), size=SMALL) -> Path:
-    return GraphCache(cache).graph_path(GraphSpec(file_sha256(checkpoint), subset, size))
+    return GraphCache(cache).path(GraphSpec(file_sha256(checkpoint), subset, size))
 
 
 def _prepared(checkpoint: Path, cache: Path) -> Predictor:
@@ -80,10 +80,10 @@ def _prepared(checkpoint: Path, cache: Path) -> Predictor:
     return predictor
 
 
-def _assert_same_as_torch(predictor: Predictor, checkpoint: Path) -> None:
+def _assert_same_as_torch(predictor: Predictor, checkpoint: Path, backend: str = "onnxruntime") -> None:
     frame = _frame(modalities=("rgb",))
     labels, confidence = predictor.predict(frame)
-    assert predictor.last_backend == "onnxruntime"
+    assert predictor.last_backend == backend
     ref_labels, ref_confidence = Predictor.from_checkpoint(checkpoint, "cpu").predict(frame)
     assert (labels == ref_labels).mean() >= 0.999
     np.testing.assert_allclose(confidence, ref_confidence, atol=1e-4)
@@ -395,12 +395,7 @@ def test_tensorrt_engines_are_built_fp16_cached_and_bound_by_address(rgb_cache, 
 
     predictor = prepared()
     assert fake.built == [True] and "engine built" in predictor.status()["built"]["rgb 64x64"]
-    frame = _frame(modalities=("rgb",))
-    labels, confidence = predictor.predict(frame)
-    assert predictor.last_backend == "tensorrt"
-    ref_labels, ref_confidence = Predictor.from_checkpoint(random_checkpoint, "cpu").predict(frame)
-    assert (labels == ref_labels).mean() >= 0.999
-    np.testing.assert_allclose(confidence, ref_confidence, atol=1e-4)
+    _assert_same_as_torch(predictor, random_checkpoint, "tensorrt")
 
     assert prepared().status()["built"]["rgb 64x64"] == "graph cached; engine cached" and fake.built == [True]
     fake.__version__ = "10.10.0"  # an engine of another TensorRT version is rebuilt
@@ -433,7 +428,7 @@ def test_onnxruntime_logits_and_labels_match_torch_on_held_out_frames(held_out, 
     assert len(data) == FRAMES
     digest, rows = file_sha256(SHIPPED), []
     for subset in SUBSETS:
-        graph = GraphCache(shipped_cache).graph_path(GraphSpec(digest, subset, (256, 256)))
+        graph = GraphCache(shipped_cache).path(GraphSpec(digest, subset, (256, 256)))
         session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
         worst, agree = 0.0, []
         for i in range(len(data)):
@@ -464,3 +459,26 @@ def test_charm_eval_onnxruntime_matches_torch_per_subset(held_out, shipped_cache
           "\n".join(f"| {n} | {scores['torch'][n]:.3f} | {scores['onnxruntime'][n]:.3f} |" for n in names))
     assert all(abs(scores["torch"][n] - scores["onnxruntime"][n]) <= 0.05 for n in names), scores
     assert min(scores["torch"][n] for n in names) > 5.0  # a trained model on frames it can segment
+
+
+def test_int8_graphs_are_calibrated_cached_and_keep_fragile_convs_float(rgb_cache, random_checkpoint, tmp_path):
+    cache = _copy(rgb_cache, tmp_path)
+
+    def prepared() -> Predictor:
+        predictor = Predictor.from_checkpoint(random_checkpoint, "cpu", "int8", backend="onnxruntime", cache_dir=cache)
+        predictor.prepare(["rgb"], SMALL)
+        return predictor
+
+    predictor = prepared()
+    assert predictor.status()["built"]["rgb 64x64"].startswith("graph cached; int8 quantized")
+    labels, confidence = predictor.predict(_frame(modalities=("rgb",)))
+    assert predictor.last_backend == "onnxruntime" and labels.dtype == np.uint8 and labels.max() < 25
+    graph = onnx.load(GraphCache(cache).path(GraphSpec(file_sha256(random_checkpoint), ("rgb",), SMALL),
+                                             suffix=".int8.onnx"))
+    quantized = {n.output[0] for n in graph.graph.node if n.op_type == "DequantizeLinear"}  # weights read through DQ
+    float_convs = [n for n in graph.graph.node if n.op_type == "Conv" and n.input[1] not in quantized]
+    assert any("patch_embed1" in n.name for n in float_convs)  # the raw-input conv stays float
+    assert all(any(a.name == "group" and a.i > 1 for a in n.attribute) or "patch_embed1" in n.name
+               for n in float_convs)  # every other float conv is depthwise
+    assert any(n.op_type == "Conv" and n.input[1] in quantized for n in graph.graph.node)
+    assert prepared().status()["built"]["rgb 64x64"] == "graph cached; int8 cached"

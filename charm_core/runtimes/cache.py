@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -103,32 +104,38 @@ def atomic_write(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def cached_build(path: Path, identity: dict[str, str], build: Callable[[], bytes], verb: str,
+                 embedded: Callable[[bytes], dict[str, str]] | None = None) -> tuple[bytes, str]:
+    """(bytes, how): the artifact at `path` when valid (see read_verified), else `build()` stored
+    there; `how` is "cached" or "<verb> in N s (why the cached one was not used)"."""
+    try:
+        return read_verified(path, identity, embedded), "cached"
+    except StaleArtifact as exc:
+        reason = str(exc)
+    if path.exists():
+        log.warning("rebuilding %s: %s", path, reason)
+    start = time.perf_counter()
+    data = build()
+    write_artifact(path, data, identity)
+    return data, f"{verb} in {time.perf_counter() - start:.1f} s ({reason})"
+
+
 class GraphCache:
-    """Graphs under <root>/graphs/<checkpoint digest>/<H>x<W>/<subset>.onnx."""
+    """Artifacts under <root>/<kind>/<checkpoint digest>/<H>x<W>/<subset><suffix>."""
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_cache_dir()
 
-    def graph_path(self, spec: GraphSpec) -> Path:
+    def path(self, spec: GraphSpec, kind: str = "graphs", suffix: str = ".onnx") -> Path:
         h, w = spec.size
-        return self.root / "graphs" / spec.checkpoint_sha256[:16] / f"{h}x{w}" / f"{spec.name}.onnx"
+        return self.root / kind / spec.checkpoint_sha256[:16] / f"{h}x{w}" / f"{spec.name}{suffix}"
 
     def graph(self, spec: GraphSpec, model: Callable[[], nn.Module],
-              tolerance: float = DEFAULT_TOLERANCE) -> tuple[Path, bytes, str]:
-        """(path, verified bytes, how): from the cache when valid, else exported from `model()` (an
+              tolerance: float = DEFAULT_TOLERANCE) -> tuple[bytes, str]:
+        """(verified graph bytes, how): from the cache when valid, else exported from `model()` (an
         eval-mode float32 CPU model, only asked for when an export is needed) and stored."""
-        path = self.graph_path(spec)
-        try:
-            return path, read_verified(path, spec.metadata(), graph_metadata), "cached"
-        except StaleArtifact as exc:
-            reason = str(exc)
-        if path.exists():
-            log.warning("rebuilding %s: %s", path, reason)
-        exported = export_graph(model(), spec, tolerance)
-        write_artifact(path, exported.data, spec.metadata())
-        return path, exported.data, f"exported in {exported.seconds:.1f} s ({reason}; max |logit diff| " \
-                                    f"{exported.max_abs_diff:.2g})"
-
+        return cached_build(self.path(spec), spec.metadata(), lambda: export_graph(model(), spec, tolerance).data,
+                            "exported", graph_metadata)
 
 def model_digest(model: nn.Module, config_json: str) -> str:
     """SHA-256 naming an in-memory model's graphs: its config plus every tensor of its state."""

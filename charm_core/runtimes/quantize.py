@@ -15,15 +15,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from charm_core.runtimes.cache import GraphCache, StaleArtifact, read_verified, write_artifact
+from charm_core.runtimes.cache import GraphCache, cached_build
 from charm_core.runtimes.graph import GraphSpec
 
-CALIBRATION_SEED = 1000  # the shipped model trains on seed 0; the held-out checks use seed 7
+CALIBRATION_SEED = 5000  # not a data seed: training uses 0, the README's held-out set 1000, the tests 7
 CALIBRATION_FRAMES = 8
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
 
@@ -94,21 +93,14 @@ def _float_convs(path: Path) -> list[str]:
 def int8_identity(spec: GraphSpec, graph: bytes) -> dict[str, str]:
     import onnxruntime
 
-    return dict(spec.metadata(), **{"charm.fp32_graph_sha256": hashlib.sha256(graph).hexdigest(),
-                                    "charm.calibration": f"synthetic seed {CALIBRATION_SEED}, "
-                                                         f"{CALIBRATION_FRAMES} frames",
-                                    "charm.quantizer": f"onnxruntime {onnxruntime.__version__} static QDQ u8s8, const-B MatMul, float depthwise and input convs"})
+    return dict(spec.metadata(), **{
+        "charm.fp32_graph_sha256": hashlib.sha256(graph).hexdigest(),
+        "charm.calibration": f"synthetic seed {CALIBRATION_SEED}, {CALIBRATION_FRAMES} frames",
+        "charm.quantizer": f"onnxruntime {onnxruntime.__version__} static QDQ u8s8, const-B MatMul, "
+                           "float depthwise and input convs"})
 
 
 def cached_int8(cache: GraphCache, spec: GraphSpec, graph: bytes) -> tuple[bytes, str]:
     """(int8 graph bytes, how): from the cache when valid, else quantized and stored."""
-    path = cache.graph_path(spec).with_suffix(".int8.onnx")
-    identity = int8_identity(spec, graph)
-    try:
-        return read_verified(path, identity), "cached"
-    except StaleArtifact as exc:
-        reason = str(exc)
-    start = time.perf_counter()
-    data = quantize_graph(graph, spec)
-    write_artifact(path, data, identity)
-    return data, f"quantized in {time.perf_counter() - start:.1f} s ({reason})"
+    return cached_build(cache.path(spec, suffix=".int8.onnx"), int8_identity(spec, graph),
+                        lambda: quantize_graph(graph, spec), "quantized")

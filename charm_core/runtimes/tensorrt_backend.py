@@ -7,6 +7,7 @@ cache record says both, and one built elsewhere is rebuilt.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import time
@@ -14,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from charm_core.runtimes.cache import GraphCache, StaleArtifact, read_verified, write_artifact
+from charm_core.runtimes.cache import GraphCache, cached_build
 from charm_core.runtimes.graph import GraphSpec
 
 ENGINE_PRECISIONS = ("fp32", "fp16")
@@ -33,6 +34,11 @@ def _tensorrt():
 def _logger():
     trt = _tensorrt()
     return trt.Logger(trt.Logger.WARNING)
+
+
+def _current(device: torch.device) -> contextlib.AbstractContextManager:
+    """Make `device` current: TensorRT builds and runs on the current CUDA device."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def build_engine(graph: bytes, precision: str) -> bytes:
@@ -69,23 +75,23 @@ def engine_identity(spec: GraphSpec, graph: bytes, precision: str, device: torch
 def cached_engine(cache: GraphCache, spec: GraphSpec, graph: bytes, precision: str,
                   device: torch.device) -> tuple[bytes, str]:
     """(engine bytes, how): from the cache when valid, else built and stored."""
-    h, w = spec.size
-    path = cache.root / "engines" / spec.checkpoint_sha256[:16] / f"{h}x{w}" / f"{spec.name}.{precision}.plan"
-    identity = engine_identity(spec, graph, precision, device)
-    try:
-        return read_verified(path, identity), "cached"
-    except StaleArtifact as exc:
-        reason = str(exc)
-    start = time.perf_counter()
-    engine = build_engine(graph, precision)
-    write_artifact(path, engine, identity)
-    return engine, f"built in {time.perf_counter() - start:.1f} s ({reason})"
+    def build() -> bytes:
+        with _current(device):
+            return build_engine(graph, precision)
 
+    return cached_build(cache.path(spec, "engines", f".{precision}.plan"),
+                        engine_identity(spec, graph, precision, device), build, "built")
 
 class TrtRunner:
     """Runs one engine: {modality: 3xHxW float} -> (labels uint8 HxW, confidence float32 HxW)."""
 
     def __init__(self, engine: bytes, device: torch.device):
+        with _current(device):
+            self._load(engine, device)
+        self.name = "tensorrt"
+        self.last_ms = float("nan")
+
+    def _load(self, engine: bytes, device: torch.device) -> None:
         trt = _tensorrt()
         self.device = device
         self._runtime = trt.Runtime(_logger())
@@ -105,10 +111,12 @@ class TrtRunner:
             self.context.set_tensor_address(name, self.buffers[name].data_ptr())
             if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
                 self.inputs.append(name)
-        self.name = "tensorrt"
-        self.last_ms = float("nan")
 
     def run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        with _current(self.device):
+            return self._run(inputs)
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         for m in self.inputs:
             self.buffers[m][0].copy_(torch.from_numpy(np.ascontiguousarray(inputs[m], dtype=np.float32)))
         cuda = self.device.type == "cuda"
