@@ -36,6 +36,7 @@ setup(
             "charm-bag-play = charm_ros.tools.bag_play:main",
             "charm-bag-export = charm_ros.tools.bag_export:main",
             "charm-foxglove-bridge = charm_ros.tools.foxglove_bridge:main",
+            "charm-export = charm_core.export:main",
             "charm_launch = charm_ros.tools.launcher:main",
             "charm_node = charm_ros.node:main",
             "charm_sim_rig = charm_ros.tools.sim_rig:main",

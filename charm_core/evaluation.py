@@ -6,13 +6,15 @@ model is not told they are missing).
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from charm_core.inference import Predictor
 from charm_core.metrics import ConfusionMatrix, IoUResult
 from charm_core.modalities import all_subsets
 
@@ -26,6 +28,7 @@ class SubsetReport:
     class_names: tuple[str, ...]
     results: dict[str, IoUResult]                                   # subset name -> overall
     per_condition: dict[str, dict[str, IoUResult]] = field(default_factory=dict)  # subset -> condition -> result
+    served_by: dict[str, dict[str, int]] = field(default_factory=dict)  # subset -> backend -> frames
 
     def summary(self, metric: str = "miou_present") -> dict[str, tuple[float, str]]:
         """mean / top1 / last1 over subsets: (value, subset name; '' for the mean)."""
@@ -80,22 +83,30 @@ def subset_inputs(inputs: dict[str, torch.Tensor], subset: tuple[str, ...], prot
 
 
 @torch.inference_mode()
-def evaluate_subsets(model: torch.nn.Module, batches: Iterable[tuple[dict[str, torch.Tensor], torch.Tensor, list[str]]],
+def evaluate_subsets(model: torch.nn.Module | Predictor,
+                     batches: Iterable[tuple[dict[str, torch.Tensor], torch.Tensor, list[str]]],
                      class_names: tuple[str, ...], subsets: list[tuple[str, ...]] | None = None,
                      protocol: str = "drop", device: torch.device | str = "cpu",
                      autocast_dtype: torch.dtype | None = None, progress: bool = True) -> SubsetReport:
     """Run `model` on every batch for every subset. `batches` yields (inputs, labels [B,H,W], conditions).
 
-    `subsets` default to all of the model's (cfg.modalities); names join a subset's modalities in the
-    order given, which all_subsets(order) makes the model's."""
+    `subsets` default to all of the model's modalities; names join a subset's modalities in the order
+    given, which all_subsets(order) makes the model's. `model` is a Segmentor (batched, on `device`
+    with `autocast_dtype`) or a Predictor (one frame at a time through its backend; `device` and
+    `autocast_dtype` are the Predictor's own then). The report's `served_by` counts which backend
+    answered each subset's frames.
+    """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     device = torch.device(device)
-    model.eval()
+    segment = _predictor_labels(model) if isinstance(model, Predictor) else \
+        _model_labels(model.eval(), autocast_dtype)
     num_classes = len(class_names)
-    subsets = subsets if subsets is not None else all_subsets(model.cfg.modalities)
+    order = model.modalities if isinstance(model, Predictor) else model.cfg.modalities
+    subsets = subsets if subsets is not None else all_subsets(order)
     overall = {"+".join(s): ConfusionMatrix(num_classes) for s in subsets}
     by_condition: dict[str, dict[str, ConfusionMatrix]] = {"+".join(s): {} for s in subsets}
+    served: dict[str, Counter] = {"+".join(s): Counter() for s in subsets}
     needed = {m for s in subsets for m in s}
     for inputs, labels, conditions in tqdm(batches, desc=f"eval ({protocol})", disable=not progress,
                                            unit="batch", leave=False):
@@ -105,10 +116,8 @@ def evaluate_subsets(model: torch.nn.Module, batches: Iterable[tuple[dict[str, t
         inputs = {m: x.to(device) for m, x in inputs.items() if m in needed}
         target = labels.numpy()
         for subset in subsets:
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                logits = model(subset_inputs(inputs, subset, protocol))
-            pred = logits.argmax(1).cpu().numpy()
             name = "+".join(subset)
+            pred = segment(subset_inputs(inputs, subset, protocol), served[name])
             overall[name].update(pred, target)
             for i, condition in enumerate(conditions):
                 cm = by_condition[name].setdefault(condition, ConfusionMatrix(num_classes))
@@ -118,4 +127,29 @@ def evaluate_subsets(model: torch.nn.Module, batches: Iterable[tuple[dict[str, t
         results={name: cm.compute() for name, cm in overall.items()},
         per_condition={name: {c: cm.compute() for c, cm in sorted(conds.items())}
                        for name, conds in by_condition.items()},
+        served_by={name: dict(counts) for name, counts in served.items()},
     )
+
+
+Segment = Callable[[dict[str, torch.Tensor], Counter], np.ndarray]  # inputs, served counter -> labels [B, H, W]
+
+
+def _model_labels(model: torch.nn.Module, autocast_dtype: torch.dtype | None) -> Segment:
+    def segment(inputs: dict[str, torch.Tensor], served: Counter) -> np.ndarray:
+        device_type = next(iter(inputs.values())).device.type
+        with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = model(inputs)
+        served["torch"] += logits.shape[0]
+        return logits.argmax(1).cpu().numpy()
+    return segment
+
+
+def _predictor_labels(predictor: Predictor) -> Segment:
+    def segment(inputs: dict[str, torch.Tensor], served: Counter) -> np.ndarray:
+        frames = []
+        for i in range(next(iter(inputs.values())).shape[0]):
+            labels, _ = predictor.predict({m: x[i].cpu().numpy() for m, x in inputs.items()})
+            served[predictor.last_backend] += 1
+            frames.append(labels)
+        return np.stack(frames)
+    return segment

@@ -60,7 +60,9 @@ class CharmFusion(nn.Module):
         index = [self.modalities.index(m) for m in present]
         p = torch.stack([self.projectors[m](f) for m, f in zip(present, feats)])
         weights = self.evaluator(p, index, available)
-        s = (weights.unsqueeze(-1) * p).sum(dim=0)  # [B, h, w, C]
+        s = p[0] * weights[0, ..., None]  # [B, h, w, C], accumulated without an [M', B, h, w, C] product
+        for pm, wm in zip(p[1:], weights[1:]):
+            s = s.addcmul_(pm, wm[..., None])
         if self.mpu.blocks:
             s = self.mpu(s, p, index, available)
         return s, weights

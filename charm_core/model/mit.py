@@ -10,6 +10,7 @@ permute (a channels_last NCHW view), so no layout copies are made between stages
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -86,6 +87,7 @@ class EfficientSelfAttention(nn.Module):
         if dim % heads:
             raise ValueError(f"dim {dim} must be divisible by heads {heads}")
         self.heads = heads
+        self.scale = 1.0 / math.sqrt(dim // heads)  # SDPA's default, as a constant (traced graphs fold it)
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -100,7 +102,7 @@ class EfficientSelfAttention(nn.Module):
         if self.sr_ratio > 1:
             x = self.norm(map_to_tokens(self.sr(tokens_to_map(x, h, w))))
         k, v = self.kv(x).view(n, -1, 2, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         return self.proj(out.transpose(1, 2).reshape(n, length, c))
 
 

@@ -14,6 +14,7 @@ stage and shift and reused by every block.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -143,6 +144,7 @@ class WindowCrossAttention(nn.Module):
         if dim % heads:
             raise ValueError(f"dim {dim} must be divisible by heads {heads}")
         self.heads = heads
+        self.scale = 1.0 / math.sqrt(dim // heads)  # SDPA's default, as a constant (traced graphs fold it)
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -154,7 +156,7 @@ class WindowCrossAttention(nn.Module):
         k, v = self.kv(keys).view(n, keys.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
         if mask is not None and mask.dtype != q.dtype:  # autocast runs q/k/v in half precision
             mask = mask.to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         return self.proj(out.transpose(1, 2).reshape(n, length, c))
 
 
@@ -177,8 +179,10 @@ class MPUBlock(nn.Module):
             self.attn_rev = WindowCrossAttention(dim, heads)
         self.symmetric = symmetric
 
-    def forward(self, s: Tensor, p: Tensor, embed: Tensor, plan: WindowPlan) -> tuple[Tensor, Tensor]:
-        """s [B, h, w, C], p [M', B, h, w, C], embed [M', C] modality embeddings."""
+    def forward(self, s: Tensor, p: Tensor, embed: Tensor, plan: WindowPlan,
+                p_hat: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """s [B, h, w, C], p [M', B, h, w, C], embed [M', C] modality embeddings; p_hat: p layer-normalised
+        without affine (what norm_m computes before its own scale and shift), when the caller has it."""
         m, c = p.shape[0], p.shape[-1]
         nwin, length = s.shape[0] * plan.num_windows, plan.length
         if self.symmetric:
@@ -186,7 +190,10 @@ class MPUBlock(nn.Module):
             kv = self.norm_rev_s(s).view(-1, c).index_select(0, plan.s_index).view(nwin, length, c)
             out = self.attn_rev(q, kv, plan.reverse_mask).view(-1, c)
             p = p + out.index_select(0, plan.p_inverse).view(p.shape)
-        keys = self.norm_m(p).add_(embed[:, None, None, None]).view(-1, c)
+        if p_hat is None:
+            keys = self.norm_m(p).add_(embed[:, None, None, None]).view(-1, c)
+        else:  # norm_m(p) + embed in one pass
+            keys = torch.addcmul((self.norm_m.bias + embed)[:, None, None, None], p_hat, self.norm_m.weight).view(-1, c)
         keys = keys.index_select(0, plan.p_index).view(nwin, m * length, c)
         q = self.norm_s(s).view(-1, c).index_select(0, plan.s_index).view(nwin, length, c)
         out = self.attn(q, keys, plan.forward_mask).view(-1, c)
@@ -211,15 +218,19 @@ class MutualPerceptionUnit(nn.Module):
     def forward(self, s: Tensor, p: Tensor, index: list[int], available: Tensor | None) -> Tensor:
         """s [B, h, w, C] initial semantic feature; p [M', B, h, w, C]; index: rows of modality_embed;
         available [B, M'] or None (all present). Returns the refined semantic feature [B, h, w, C]."""
-        m, b, h, w, _ = p.shape
+        m, b, h, w = (int(n) for n in p.shape[:4])  # Python ints even when traced: a fixed window plan
         ws = self.window
         embed = torch.stack([self.modality_embed[i] for i in index])  # no index tensor: no GPU stall
         plans: dict[Shifts, WindowPlan] = {}
+        # Only the symmetric blocks change p: otherwise every block normalises the same p, so it is
+        # normalised once here and each block applies its own scale and shift.
+        p_hat = None if self.symmetric or not self.blocks else \
+            F.layer_norm(p, p.shape[-1:], eps=self.blocks[0].norm_m.eps)
         for i, blk in enumerate(self.blocks):
             # Shifting an axis that holds a single window would only split that window.
             shifts = (ws // 2 if i % 2 and h > ws else 0, ws // 2 if i % 2 and w > ws else 0)
             if shifts not in plans:
                 plans[shifts] = window_plan(h, w, ws, shifts, b, m, available, self.symmetric, s.dtype,
                                             s.device)
-            s, p = blk(s, p, embed, plans[shifts])
+            s, p = blk(s, p, embed, plans[shifts], p_hat)
         return s

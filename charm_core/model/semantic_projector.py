@@ -1,6 +1,7 @@
 """Semantic Projector (SP): maps one modality's backbone feature into the shared semantic space."""
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -9,7 +10,9 @@ class SemanticProjector(nn.Module):
 
     Residual around the whole stack, so at initialisation the projection starts close to the backbone
     feature and ImageNet-pretrained features are not scrambled before training has begun.
-    Works on [N, h, w, C] channels-last maps (convolutions see a channels_last view, no copy).
+    Works on [N, h, w, C] channels-last maps (convolutions see a channels_last view, no copy). The 1x1
+    conv runs as a matmul over the channel axis of that map: the same product, without the layout
+    handling a 1x1 convolution costs on CPU.
     """
 
     def __init__(self, dim: int):
@@ -22,5 +25,5 @@ class SemanticProjector(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = x.permute(0, 3, 1, 2)  # [N, C, h, w] channels_last view
-        y = self.pw(self.act(self.dw3(self.dw7(self.dw11(y)))))
-        return x + y.permute(0, 2, 3, 1)
+        y = self.act(self.dw3(self.dw7(self.dw11(y)))).permute(0, 2, 3, 1)  # [N, h, w, C] view
+        return x + F.linear(y, self.pw.weight.flatten(1), self.pw.bias)

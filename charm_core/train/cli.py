@@ -12,8 +12,10 @@ from charm_core.data.base import EVAL_RESIZES
 from charm_core.data.datasets import DATASETS, build_dataset
 from charm_core.data.deliver import SPLITS
 from charm_core.evaluation import PROTOCOLS, evaluate_subsets
-from charm_core.inference import resolve_device
+from charm_core.inference import PRECISIONS, Predictor, resolve_device
 from charm_core.modalities import all_subsets
+from charm_core.runtimes import BACKENDS
+from charm_core.runtimes.graph import parse_subset
 from charm_core.train.config import load_config
 from charm_core.train.trainer import EvalBatches, Trainer
 
@@ -83,29 +85,51 @@ def eval_main(argv: list[str] | None = None) -> int:
                              "multiple of 32 (default: the checkpoint's recipe, else exact)")
     parser.add_argument("--batch-size", type=int, default=8, help="frames per forward")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    parser.add_argument("--backend", default="torch", choices=BACKENDS,
+                        help="torch (the reference, batched), onnxruntime, tensorrt or auto; graph "
+                             "backends export (or load from the cache) one graph per subset first")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS + ("int8",),
+                        help="fp16/bf16 autocast on torch; int8 on onnxruntime (CPU)")
+    parser.add_argument("--subsets", nargs="+", metavar="SUBSET",
+                        help="evaluate only these subsets, e.g. rgb rgb+lidar (default: all)")
     parser.add_argument("--max-samples", type=int, default=None, help="evaluate an evenly spaced subset")
     parser.add_argument("--json", help="write {subset: mIoU, mean, top1, last1} (classes present) here")
     parser.add_argument("--details", help="write per-class, per-condition and both mIoU conventions here")
     parser.add_argument("--plot", help="bar chart PNG of the subsets")
     args = parser.parse_args(argv)
-    device = resolve_device(args.device)
     try:
-        model, info = load_checkpoint(args.checkpoint, map_location=device)
+        device = resolve_device(args.device)
+        if args.backend == "torch" and args.precision == "fp32":
+            model, info = load_checkpoint(args.checkpoint, map_location=device)
+        else:
+            model = Predictor.from_checkpoint(args.checkpoint, device, args.precision, backend=args.backend)
+            info = model.info
         size = tuple(args.size or info.provenance.get("input_size", (256, 256)))
         resize = args.resize or info.provenance.get("recipe", {}).get("eval_resize", "exact")
         dataset = args.dataset or info.provenance.get("recipe", {}).get("dataset", "deliver")
+        subsets = ([parse_subset(s, info.modalities) for s in args.subsets] if args.subsets
+                   else all_subsets(info.modalities))
         data = build_dataset(dataset, args.data, args.split, info.config.specs, size, eval_resize=resize)
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
+    if isinstance(model, Predictor):
+        try:
+            # the zero protocol feeds every modality (zeros for the absent): one graph serves all
+            model.prepare([info.modalities] if args.protocol == "zero" else subsets, size, progress=True)
+        except RuntimeError as exc:
+            print(f"charm-eval: {exc}", file=sys.stderr)
+            return 1
     indices = list(range(len(data)))
     if args.max_samples:
         indices = indices[:: max(1, len(indices) // args.max_samples)][: args.max_samples]
     report = evaluate_subsets(model, EvalBatches(data, indices, args.batch_size), info.class_names,
-                              all_subsets(info.modalities), args.protocol, device)
+                              subsets, args.protocol, device)
     shape = f"short side {size[0]}, DELIVER resize" if resize == "deliver" else f"{size[0]}x{size[1]}"
     print(f"{args.checkpoint} on {args.data} [{args.split}, {len(indices)} samples, protocol {args.protocol}, "
-          f"{shape}]\n")
+          f"{shape}, {args.backend} {args.precision}]\n")
     print(report.markdown())
+    backends = sorted({b for counts in report.served_by.values() for b in counts})
+    print(f"\nserved by: {', '.join(backends)}")
     compact = report.compact()
     if args.json:
         Path(args.json).write_text(json.dumps(compact, indent=2))

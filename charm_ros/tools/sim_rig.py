@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
-import rclpy
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from builtin_interfaces.msg import Time
