@@ -24,6 +24,7 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool
 
 from charm_core.inference import Predictor, release_memory
+from charm_core.modalities import all_subsets
 from charm_ros.latched_info import LATCHED, LatchedCameraInfo
 from charm_ros.msgs import compressed, conversions
 from charm_ros.msgs.outputs import OUTPUT_TYPES, diagnostics_message, labels_message, output_messages
@@ -132,8 +133,11 @@ class CharmNode(LifecycleNode):
         cfg = self.config
         try:
             predictor = Predictor.from_checkpoint(cfg.checkpoint, device=cfg["model.device"],
-                                                  precision=cfg["model.precision"])
+                                                  precision=cfg["model.precision"], backend=cfg["model.backend"])
             self.engine = Engine(predictor, cfg)
+            # graphs for every subset the enabled sensors can form, built while frames already run on torch
+            predictor.prepare(all_subsets(tuple(m for m in predictor.modalities if m in cfg.enabled)),
+                              self.engine.input_size, background=True)
         except (ValueError, OSError) as exc:
             self.start_error = exc  # autostart: run_node reports it and exits 2
             if not (self.config["autostart"] and self.state == "unconfigured"):

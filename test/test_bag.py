@@ -432,3 +432,19 @@ def test_per_sensor_statistics_are_printed(rig_bag, random_checkpoint, capsys):
     rows = {line.split("|")[1].strip(): line for line in table[2:6]}
     assert set(rows) == {"rgb", "depth", "event", "lidar"}
     assert "| 30 | 30 | 0 | reference |" in rows["rgb"]
+
+
+@pytest.mark.slow
+def test_onnxruntime_backend_matches_torch_on_a_recorded_bag(rig_bag, tmp_path, random_checkpoint):
+    """charm-bag-eval --backend onnxruntime within 0.05 mIoU of --backend torch on every subset."""
+    reports = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / f"{backend}.json"
+        assert bag_eval_main([str(rig_bag), "--checkpoint", str(random_checkpoint), "--backend", backend,
+                              "--dropouts", "depth:1-2", "--json", str(out)]) == 0
+        reports[backend] = json.loads(out.read_text())
+    torch_subsets, ort_subsets = reports["torch"]["subsets"], reports["onnxruntime"]["subsets"]
+    assert set(torch_subsets) == set(ort_subsets) and len(torch_subsets) >= 2
+    for name, stats in torch_subsets.items():
+        assert ort_subsets[name]["frames"] == stats["frames"]
+        assert ort_subsets[name]["miou"] == pytest.approx(stats["miou"], abs=0.05), name

@@ -54,6 +54,7 @@ class Counters:
     timings: deque = field(default_factory=lambda: deque(maxlen=100))
     model_error: str = ""
     subset: tuple[str, ...] = ()
+    backend: str = ""  # what served the last published frame ("onnxruntime", "torch (graph not ready)", ...)
 
 
 class Engine:
@@ -176,6 +177,7 @@ class Engine:
         c.publish_times.append(time.monotonic())
         c.timings.append((time.monotonic(), result.encode_ms, result.forward_ms, (now - result.frame.stamp) * 1e3))
         c.subset = result.subset
+        c.backend = self.predictor.last_backend
 
     def _leave_out(self, why: dict[str, str], now: float) -> None:
         self.counters.left_out.update({m: (now, text) for m, text in why.items()})
@@ -229,4 +231,11 @@ class Engine:
             frames_dropped=c.frames_dropped, frames_skipped=c.frames_skipped, encode_ms=encode_ms,
             inference_ms=inference_ms, end_to_end_ms=end_to_end_ms, output_rate_hz=rate, model_error=c.model_error,
             clock_error=clock_error, reference=reference, gpu_memory_mb=gpu, paused=paused,
-            output_warnings=dict(output_warnings or {}))
+            output_warnings=dict(output_warnings or {}), extra=self._runtime_values())
+
+    def _runtime_values(self) -> dict[str, str]:
+        """The runtime backend (what served the last frame) and how many of its graphs are ready."""
+        status = self.predictor.status()
+        total = len(status["ready"]) + len(status["pending"]) + len(status["failed"])
+        return {"backend": self.counters.backend or status["backend"],
+                "graphs_ready": f"{len(status['ready'])}/{total}" if total else "n/a"}

@@ -16,6 +16,7 @@ import numpy as np
 
 from charm_core.encoders import SensorGeometry
 from charm_core.inference import PRECISIONS
+from charm_core.runtimes import BACKENDS
 from charm_core.modalities import MODALITIES
 from charm_ros.paths import share_path
 from charm_ros.runtime.parameters import ConfigError, ParamSpec, check_all
@@ -71,6 +72,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "safetensors checkpoint (absolute, or relative to the package share directory)"),
     ParamSpec("model.device", "auto", "auto (CUDA if present, else CPU), cpu or cuda", choices=DEVICES),
     ParamSpec("model.precision", "fp32", "fp32, or fp16/bf16 on CUDA", choices=PRECISIONS),
+    ParamSpec("model.backend", "auto", "inference runtime: auto (onnxruntime on CPU; TensorRT on CUDA when "
+              "installed, else torch), torch, onnxruntime or tensorrt; graphs of the enabled sensors' subsets "
+              "are built at configure in the background (torch serves a subset until its graph is ready)",
+              choices=BACKENDS),
     ParamSpec("model.input_size", [0, 0], "network input [height, width]; [0, 0] = the checkpoint's training size"),
     ParamSpec("geometry.camera_height", 1.6, "camera optical centre above the ground (m), for the depth encoding",
               minimum=0.0),

@@ -89,6 +89,7 @@ class Pipeline:
         self.encoder = FrameEncoder(tuple(config.input_size), config.geometry)
         self.cameras: dict[str, CameraModel] = {}
         self.image_hw: dict[str, tuple[int, int]] = {}  # size of each camera's last image, usable or not
+        self.wait_for_graphs = False  # a graph backend's subset not built yet: build it first (offline) or run torch
 
     @classmethod
     def for_node(cls, predictor: Predictor, config: NodeConfig) -> Pipeline:
@@ -216,6 +217,10 @@ class Pipeline:
     def predict(self, frame: Frame, encoded: Encoded) -> Result:
         """The model on an encoded frame; the mask cropped out of the letterbox."""
         images, box = encoded.images, encoded.box
+        if self.wait_for_graphs:  # offline: every frame on the configured backend, never torch meanwhile
+            subset = tuple(m for m in self.predictor.modalities if m in images)
+            if not self.predictor.ready(subset, self.config.input_size):
+                self.predictor.prepare([subset], self.config.input_size)
         labels, confidence = self.predictor.predict(frame_to_network(images))
         labels = box.crop(labels)
         confidence = box.crop(confidence)

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from charm_core.cli_help import HelpFormatter
 from charm_core.data.augment import resize
 from charm_core.inference import Predictor
+from charm_core.runtimes import BACKENDS
 from charm_core.metrics import ConfusionMatrix
 from charm_core.modalities import all_subsets, subset_name
 from charm_ros.msgs import conversions
@@ -200,6 +201,7 @@ class BagEvaluator:
     def __init__(self, predictor: Predictor, config: NodeConfig, topics: dict[str, str | None],
                  drop: list[Dropout] | None = None) -> None:
         self.engine = Engine(predictor, config)
+        self.engine.pipeline.wait_for_graphs = True
         self.enabled = config.enabled
         self.topics = {k: v for k, v in topics.items() if v}
         self.by_topic = {v: k for k, v in self.topics.items()}
@@ -375,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dropouts", "--drop", action="append", default=[], metavar="SENSOR:START-END",
                         help="simulate dropouts, e.g. depth:10-20 (s from the first message); repeat or comma-separate")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
+                        help="inference runtime, as the node's model.backend (auto: onnxruntime on CPU); every "
+                             "frame runs on it (a subset's graph is built before its first frame)")
     parser.add_argument("--reorder-window", type=float, default=1.0, help="seconds of receive time to sort stamps")
     parser.add_argument("--json", help="write the report here")
     parser.add_argument("--write-predictions", type=Path,
@@ -385,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         topics, named = load_topics(args)
         config = validate(load_param_file(args.params))
         drop = parse_dropouts(",".join(args.dropouts))
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, backend=args.backend)
         if not args.bag.exists():
             raise FileNotFoundError(f"no bag at {args.bag}")
         if args.write_predictions and args.write_predictions.exists():
@@ -410,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.set_postfix(frames=frames + len(evaluator.finish()))
     report = evaluator.report(time.perf_counter() - start, messages)
     report.rejected.update({f"undecodable {t}": n for t, n in undecodable.items()})
-    print(f"\n{args.bag}: {report.overall.frames} frames in {report.wall_s:.1f} s "
+    print(f"\n{args.bag}: {report.overall.frames} frames in {report.wall_s:.1f} s on {predictor.backend} "
           f"(rejected: {dict(report.rejected) or 'none'}; dropped by --dropouts: {dict(report.dropped_by_schedule) or 'none'})\n")
     print(report.markdown())
     print()
