@@ -26,7 +26,7 @@ from charm_ros.msgs.outputs import OUTPUT_TYPES, labels_message, output_messages
 from charm_ros.run_node import declare, run_node
 from charm_ros.runtime.engine import Engine, ModelFailure
 from charm_ros.runtime.health import OK, assess
-from charm_ros.runtime.node_config import PARAMETERS, SPECS, ConfigError, validate
+from charm_ros.runtime.node_config import PARAMETERS, SPECS, ConfigError, checkpoint_sensors, parameters, validate
 from charm_ros.runtime.pipeline import FrameSkipped
 
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
@@ -37,7 +37,10 @@ MESSAGE_TYPES = {"Image": Image, "CameraInfo": CameraInfo, "String": String}
 class CharmNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("charm", **kwargs)
-        config = validate(declare(self, PARAMETERS))
+        values = declare(self, PARAMETERS)
+        sensors = checkpoint_sensors(values["model.checkpoint"])  # its metadata: a section per further sensor
+        values.update(declare(self, parameters(sensors)[len(PARAMETERS):]))
+        config = validate(values, sensors)
         predictor = Predictor.from_checkpoint(config.checkpoint, device=config["model.device"],
                                               precision=config["model.precision"])
         self.engine = Engine(predictor, config)
@@ -68,7 +71,7 @@ class CharmNode(Node):
             self.topic_sensor[sub.topic_name] = m
         self.camera_info_topics: dict[str, str] = {}  # sensor -> resolved CameraInfo topic
         self.latched_info_subs: dict[str, Subscription | None] = {}  # None: its one message was taken
-        for m in ("rgb", "depth"):
+        for m in cfg.camera_info_topics:
             if m in cfg.enabled or m == "rgb":
                 sub = self.create_subscription(CameraInfo, cfg.camera_info_topics[m],
                                                lambda msg, m=m: self._on_camera_info(m, msg), sensor_qos)
@@ -192,13 +195,14 @@ class CharmNode(Node):
 
     # ------------------------------------------------------------------ run-time parameter changes
     def _on_set_parameters(self, params) -> SetParametersResult:
-        ours = [p for p in params if p.name in SPECS]
+        specs = self.engine.config.specs
+        ours = [p for p in params if p.name in specs]
         try:
             for p in ours:
-                if not SPECS[p.name].dynamic:
+                if not specs[p.name].dynamic:
                     raise ConfigError(f"{p.name} can only be set at start")
-                SPECS[p.name].check(p.value)
-            new = validate({**self.engine.config.raw, **{p.name: p.value for p in ours}})
+                specs[p.name].check(p.value)
+            new = validate({**self.engine.config.raw, **{p.name: p.value for p in ours}}, self.engine.config.sensors)
             if self.engine.reconfigure(new):
                 self.labels_pub.publish(labels_message(self.engine.predictor.class_names, self.engine.palette))
         except ConfigError as exc:
@@ -213,7 +217,8 @@ class CharmNode(Node):
 
 def topics_help() -> str:
     """The node's topics for --help: inputs (remap them, or set <sensor>.topic) and outputs."""
-    inputs = [f"  {SPECS[n].default:<24} {SPECS[n].description}" for n in SPECS if n.endswith("topic")]
+    inputs = [f"  {SPECS[n].default:<24} {SPECS[n].description}" for n in SPECS if n.endswith("topic")] + [
+        f"  {'~/<name>/image':<24} each further camera of the checkpoint (e.g. thermal), with ~/<name>/camera_info"]
     outputs = [f"  ~/{name:<22} {kind}" for name, kind in OUTPUT_TYPES.items()]
     return "\n".join(["subscribed topics:", *inputs, "published topics:", *outputs,
                       f"  {'~/labels':<24} String (latched JSON: classes, palette)",

@@ -12,7 +12,6 @@ import numpy as np
 from std_msgs.msg import String
 
 from charm_core.classes import colorize
-from charm_core.modalities import subset_name
 from charm_core.visualize import confidence_to_mono8, overlay
 from charm_ros.msgs.conversions import k_to_camera_info, numpy_to_image
 from charm_ros.runtime.pipeline import Result
@@ -36,7 +35,7 @@ def output_messages(result: Result, wanted: Iterable[str], palette: np.ndarray,
         "confidence": lambda: numpy_to_image(confidence_to_mono8(result.confidence), "mono8", header),
         "camera_info": lambda: None if result.K is None else k_to_camera_info(result.K, result.labels.shape[:2],
                                                                               header),
-        "subset": lambda: String(data=subset_name(result.subset)),
+        "subset": lambda: String(data="+".join(result.subset)),  # subset_name: it is in the model's order
     }
     out = {name: build[name]() for name in wanted}
     return {name: msg for name, msg in out.items() if msg is not None}

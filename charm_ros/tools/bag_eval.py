@@ -30,24 +30,40 @@ from tqdm import tqdm
 from charm_core.cli_help import HelpFormatter
 from charm_core.data.augment import resize
 from charm_core.inference import Predictor
+from charm_core.checkpoint import read_modality_specs
 from charm_core.metrics import ConfusionMatrix
-from charm_core.modalities import all_subsets, subset_name
+from charm_core.modalities import MODALITIES, all_subsets, subset_name
 from charm_ros.msgs import conversions
 from charm_ros.msgs.outputs import OUTPUT_TYPES, output_messages
 from charm_ros.paths import share_path
 from charm_ros.runtime.engine import Engine
 from charm_ros.runtime.health import OFF_CLOCK_S, offset_text
-from charm_ros.runtime.node_config import NodeConfig, validate
+from charm_ros.runtime.node_config import DELIVER_SENSORS, NodeConfig, node_sensors, validate
 from charm_ros.runtime.parameters import load_param_file
 from charm_ros.runtime.pipeline import FrameSkipped, Result
 from charm_ros.tools.dropouts import Dropout, dropped_at, parse_dropouts
 
-TOPIC_KEYS = ("rgb", "depth", "event", "lidar", "rgb_info", "depth_info", "gt")
-DEFAULT_TOPICS = {
-    "rgb": "/sim_rig/rgb/image", "depth": "/sim_rig/depth/image", "event": "/sim_rig/event/image",
-    "lidar": "/sim_rig/lidar/points", "rgb_info": "/sim_rig/rgb/camera_info",
-    "depth_info": "/sim_rig/depth/camera_info", "gt": "/sim_rig/ground_truth",
-}
+RIG = "/sim_rig/"
+NO_CAMERA_INFO = ("event", "lidar")  # sensors without a CameraInfo topic key
+
+
+def topic_keys(sensors: tuple[str, ...] = MODALITIES) -> tuple[str, ...]:
+    """The topic keys of a node with these sensors: one per sensor, `<sensor>_info` per camera's
+    CameraInfo, and `gt`."""
+    return sensors + tuple(f"{m}_info" for m in sensors if m not in NO_CAMERA_INFO) + ("gt",)
+
+
+def default_topics(keys: tuple[str, ...]) -> dict[str, str]:
+    """The sensor rig's topic of each key (what charm-bag-record writes)."""
+    def topic(key: str) -> str:
+        if key in ("gt", "lidar"):
+            return RIG + ("ground_truth" if key == "gt" else "lidar/points")
+        return RIG + (f"{key[:-len('_info')]}/camera_info" if key.endswith("_info") else f"{key}/image")
+    return {k: topic(k) for k in keys}
+
+
+TOPIC_KEYS = topic_keys()
+DEFAULT_TOPICS = default_topics(TOPIC_KEYS)
 
 
 @dataclass
@@ -231,8 +247,8 @@ class BagEvaluator:
         try:
             if key == "gt":
                 self.gt[stamp] = conversions.image_to_numpy(msg)
-            elif key in ("rgb_info", "depth_info"):
-                self.engine.accept_camera_info(key.split("_")[0], msg)
+            elif key is not None and key.endswith("_info"):
+                self.engine.accept_camera_info(key[:-len("_info")], msg)
             elif key in self.enabled:
                 if key in dropped_at(self.drop, (stamp - self.first_stamp) * 1e-9):
                     self.dropped_by_schedule[key] += 1
@@ -269,8 +285,9 @@ class BagEvaluator:
         overall = SubsetStats()
         unmatched = 0
         has_gt = bool(self.gt)
+        order = self.engine.predictor.modalities
         for r in self.results:
-            name = subset_name(r.subset)
+            name = subset_name(r.subset, order)
             stats = subsets.setdefault(name, SubsetStats())
             truth = self.gt.get(stamp_ns(r.frame.data[r.frame.reference]))
             for s in (stats, overall):
@@ -286,7 +303,8 @@ class BagEvaluator:
                 truth = resize(truth, r.labels.shape, nearest=True)
             stats.confusion.update(r.labels, truth)
             overall.confusion.update(r.labels, truth)
-        ordered = {subset_name(s): subsets[subset_name(s)] for s in all_subsets() if subset_name(s) in subsets}
+        names = [subset_name(s, order) for s in all_subsets(order)]
+        ordered = {name: subsets[name] for name in names if name in subsets}
         c = self.engine.counters
         used = {m: (st.received, c.in_frames[m]) for m, st in self.engine.sync.stats().items()}
         lags = {m: float(np.median(v)) for m, v in self.lags.items()}
@@ -318,18 +336,18 @@ def write_predictions(out: Path, results: list[Result], palette: np.ndarray, sto
                 writer.write(conns[name], t, serialize_message(msg))
 
 
-def load_topics(args: argparse.Namespace) -> tuple[dict[str, str | None], set[str]]:
+def load_topics(args: argparse.Namespace, keys: tuple[str, ...] = TOPIC_KEYS) -> tuple[dict[str, str | None], set[str]]:
     """The topic of each key, and the keys the user named (flags or --topics), which must be in the bag."""
-    topics = dict(DEFAULT_TOPICS)
+    topics = default_topics(keys)
     named: set[str] = set()
     if args.topics:
         given = yaml.safe_load(Path(args.topics).read_text()) or {}
-        unknown = sorted(set(given) - set(TOPIC_KEYS))
+        unknown = sorted(set(given) - set(keys))
         if unknown:
-            raise ValueError(f"{args.topics}: unknown keys {unknown}; expected {list(TOPIC_KEYS)}")
+            raise ValueError(f"{args.topics}: unknown keys {unknown}; expected {list(keys)}")
         topics.update(given)
         named.update(given)
-    for key in TOPIC_KEYS:
+    for key in keys:
         value = getattr(args, key.replace("-", "_"), None)
         if value is not None:
             topics[key] = value or None   # an empty string disables the topic
@@ -352,19 +370,33 @@ def check_topics(bag: Path, topics: dict[str, str | None], named: set[str]) -> N
 
 
 def _flag(key: str) -> str:
-    return {"rgb_info": "camera-info", "depth_info": "depth-camera-info"}.get(key, key)
+    """--camera-info (rgb's), --depth-camera-info, --thermal-camera-info, --thermal ..."""
+    if key == "rgb_info":
+        return "camera-info"
+    return f"{key[:-len('_info')]}-camera-info" if key.endswith("_info") else key
 
 
 def main(argv: list[str] | None = None) -> int:
+    default_checkpoint = str(share_path("models", "charm_tiny_synthetic.safetensors"))
+    first = argparse.ArgumentParser(add_help=False)  # the checkpoint decides which sensor flags exist
+    first.add_argument("--checkpoint", default=default_checkpoint)
+    sensors, sensor_error = DELIVER_SENSORS, None
+    try:
+        sensors = node_sensors(read_modality_specs(first.parse_known_args(argv)[0].checkpoint))
+    except ValueError as exc:  # reported after the full parse (a --help still works)
+        sensor_error = exc
+    keys = topic_keys(tuple(s.name for s in sensors))
+    defaults = default_topics(keys)
     parser = argparse.ArgumentParser(prog="charm-bag-eval", description=__doc__,
                                      formatter_class=HelpFormatter)
     parser.add_argument("bag", type=Path, help="rosbag2 directory (sqlite3 or mcap)")
-    parser.add_argument("--checkpoint", default=str(share_path("models", "charm_tiny_synthetic.safetensors")))
+    parser.add_argument("--checkpoint", default=default_checkpoint,
+                        help="its modalities beyond rgb/depth/event/lidar get topic flags too (e.g. --thermal)")
     parser.add_argument("--params", default=str(share_path("config", "charm.param.yaml")),
                         help="the node's parameter file (sync, geometry, modalities, input size)")
-    parser.add_argument("--topics", help="YAML mapping of rgb/depth/event/lidar/rgb_info/depth_info/gt to topics")
-    for key in TOPIC_KEYS:
-        parser.add_argument(f"--{_flag(key)}", dest=key, help=f"topic of {key} (default {DEFAULT_TOPICS[key]}; '' = none)")
+    parser.add_argument("--topics", help=f"YAML mapping of {'/'.join(keys)} to topics")
+    for key in keys:
+        parser.add_argument(f"--{_flag(key)}", dest=key, help=f"topic of {key} (default {defaults[key]}; '' = none)")
     parser.add_argument("--dropouts", "--drop", action="append", default=[], metavar="SENSOR:START-END",
                         help="simulate dropouts, e.g. depth:10-20 (s from the first message); repeat or comma-separate")
     parser.add_argument("--device", default="auto")
@@ -374,9 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="of --write-predictions")
     args = parser.parse_args(argv)
     try:
-        topics, named = load_topics(args)
-        config = validate(load_param_file(args.params))
-        drop = parse_dropouts(",".join(args.dropouts))
+        if sensor_error is not None:
+            raise sensor_error
+        topics, named = load_topics(args, keys)
+        config = validate(load_param_file(args.params), sensors)
+        drop = parse_dropouts(",".join(args.dropouts), tuple(s.name for s in sensors))
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
         if not args.bag.exists():
             raise FileNotFoundError(f"no bag at {args.bag}")
