@@ -117,14 +117,16 @@ def camera_params(spec: ModalitySpec) -> list[ParamSpec]:
 
 
 def node_sensors(model: tuple[ModalitySpec, ...]) -> tuple[ModalitySpec, ...]:
-    """The sensors a node with this checkpoint declares: DELIVER's four (their parameters always exist),
-    then the checkpoint's other modalities in its order. ConfigError for one the node cannot read."""
-    extra = tuple(s for s in model if s.name not in MODALITIES)
+    """The sensors a node with this checkpoint declares, in their canonical order: the checkpoint's
+    modalities in its order, then those of DELIVER's four it lacks (their parameters always exist).
+    ConfigError for a modality the node cannot read."""
+    extra = [s for s in model if s.name not in MODALITIES]
     unreadable = [f"{s.name} (kind {s.kind})" for s in extra if s.kind not in CAMERA_KINDS]
     if unreadable:
         raise ConfigError(f"the checkpoint's {', '.join(unreadable)}: beyond rgb, depth, event and lidar the node "
                           f"reads single-channel cameras (kinds {', '.join(CAMERA_KINDS)})")
-    return DELIVER_SENSORS + extra
+    own = {s.name for s in model}
+    return tuple(model) + tuple(s for s in DELIVER_SENSORS if s.name not in own)
 
 
 def checkpoint_sensors(checkpoint: str) -> tuple[ModalitySpec, ...]:
@@ -182,7 +184,7 @@ def validate(values: dict[str, Any], sensors: tuple[ModalitySpec, ...] = DELIVER
         modalities=[ModalityConfig(m, time_offset=float(v[f"{m}.time_offset"]),
                                    stale_timeout=float(v[f"{m}.stale_timeout"])) for m in ordered],
         max_skew=float(v["sync.max_skew"]), timeout=float(v["sync.timeout"]),
-        buffer_size=int(v["sync.buffer_size"]))
+        buffer_size=int(v["sync.buffer_size"]), order=names)
 
     size = [int(x) for x in v["model.input_size"]]
     if len(size) != 2 or (size != [0, 0] and min(size) < 32):

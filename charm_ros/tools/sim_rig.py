@@ -129,7 +129,8 @@ class SimRig(Node):
         self.start = time.monotonic() + start_delay
         self.create_timer(1.0 / self.fps, self._tick)
         self.get_logger().info(f"synthetic rig: {'+'.join(self.modalities)}, seed {seed}, {size[1]}x{size[0]} @ "
-                               f"{self.fps} Hz, {condition}{'/' + case if case else ''}, dropouts: {schedule or 'none'}")
+                               f"{self.fps} Hz, {condition}{'/' + case if case else ''}, "
+                               f"dropouts: {schedule or 'none'}")
 
     def _validate(self, size: list[int]) -> None:
         """What the specs cannot say alone: the size's shape, and rates relative to fps."""
