@@ -66,7 +66,8 @@ def test_a_five_sensor_run_names_phases_in_the_models_order_and_shows_the_therma
             node._on_status(String(data=json.dumps({"stamp": [100, i * 100_000_000], "t": i * 0.2, "live": []})))
             node._on_truth(conversions.numpy_to_image(truth, "mono8", header))
             node._on_rgb(conversions.numpy_to_image(np.zeros((64, 64, 3), np.uint8), "rgb8", header))
-            node._on_camera("thermal", conversions.numpy_to_image(np.full((64, 64), 29000, np.uint16), "mono16", header))
+            thermal = np.full((64, 64), 29000, np.uint16)  # 290 K
+            node._on_camera("thermal", conversions.numpy_to_image(thermal, "mono16", header))
             node.subset = "rgb+depth+event+lidar+thermal" if i < 5 else "rgb+depth+event+lidar"
             node._on_mask(conversions.numpy_to_image(truth, "mono8", header))
         phases = node.report()["phases"]

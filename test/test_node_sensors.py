@@ -154,6 +154,12 @@ def test_scale_and_offset_turn_any_single_channel_encoding_into_kelvin(predictor
                                reference, atol=1e-5)
     np.testing.assert_allclose(thermal_input(kelvin, "32FC1", **{"thermal.scale": 1.0}), reference, atol=1e-5)
     assert thermal_input(kelvin, "32FC1").max() == 0.0, "Kelvin read as centi-Kelvin is below the 250 K floor"
+    engine = engine_for(predictor, random_checkpoint5, **{"rgb.enabled": False})
+    engine.reconfigure(validate({**ONLY_CAMERAS, "rgb.enabled": False, "thermal.scale": 1.0},
+                                checkpoint_sensors(str(random_checkpoint5))))  # what `ros2 param set` does
+    message = conversions.numpy_to_image(kelvin, "32FC1")
+    np.testing.assert_allclose(network_inputs(engine, monkeypatch, {"thermal": message}, {"thermal": info})["thermal"],
+                               reference, atol=1e-5)
     raw8 = np.arange(64 * 64, dtype=np.uint32).reshape(64, 64).astype(np.uint8)
     by_hand = np.clip((raw8 * 0.5 + 250.0 - 250.0) / 80.0, 0.0, 1.0)
     np.testing.assert_allclose(thermal_input(raw8, "mono8", **{"thermal.scale": 0.5, "thermal.offset": 250.0})[0],
