@@ -2,8 +2,9 @@
 
 Messages are read with `rosbags` (sqlite3 or mcap, any publisher's types), put in header-stamp order,
 and fed through the same conversions (Pipeline.accept), synchronizer and predictor as the live node,
-with the stamps as the clock. Every synchronized frame is evaluated (no latest-wins dropping), so
-the result is deterministic. Reports per subset: frames, mIoU against a ground-truth topic if there
+with the stamps as the clock; each sensor of the checkpoint has a topic flag (--rgb ... --thermal).
+Every synchronized frame is evaluated (no latest-wins dropping), so the result is deterministic.
+Reports per subset (the checkpoint's 2^N - 1, in its order): frames, mIoU against a ground-truth topic if there
 is one, latency; per sensor the frames it went into and its stamps' offset to the reference (a
 sensor on another clock is named); `--dropouts depth:10-20` silences a sensor over an interval (seconds
 from the first message); `--write-predictions` writes mask and colour mask topics to a new bag for RViz/Foxglove.
