@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_ROS := $(PY) -m charm_ros.env --
 
-.PHONY: venv test demo clean
+.PHONY: venv test demo demo5 clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,10 @@ test: venv
 DEMO_TIMEOUT ?= 150
 demo: venv
 	$(RUN_ROS) $(VENV)/bin/charm-launch launch/sim_demo.launch.yaml --timeout $(DEMO_TIMEOUT) $(DEMO_ARGS)
+
+# The same with a thermal camera and the five-modality checkpoint (rgb, depth, event, lidar, thermal).
+demo5: venv
+	$(RUN_ROS) $(VENV)/bin/charm-launch launch/sim_demo5.launch.yaml --timeout $(DEMO_TIMEOUT) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

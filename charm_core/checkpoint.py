@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from charm_core.classes import DELIVER_CLASSES, DELIVER_PALETTE
-from charm_core.modalities import DELIVER_MODALITIES
+from charm_core.modalities import DELIVER_MODALITIES, ModalitySpec
 from charm_core.model import ModelConfig, build_model
 from charm_core.model.segmentor import Segmentor
 
@@ -121,6 +121,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     info = CheckpointInfo(path, config, class_names, palette.astype(np.uint8), config.modalities,
                           parsed["provenance"])
     return model, info
+
+
+def read_modality_specs(path: str | Path) -> tuple[ModalitySpec, ...]:
+    """The model's modalities (specs, in its order) from the file's metadata alone: no tensor is read,
+    so a node can declare one parameter section per sensor before it loads the model."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+        return ModelConfig.from_dict(json.loads(meta["config"])).specs
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupted?): {exc}") from exc
+    except (KeyError, json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: no usable model config in its metadata ({FORMAT}): {exc}") from exc
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:

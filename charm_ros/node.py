@@ -32,7 +32,7 @@ from charm_ros.qos_watch import QosWatch
 from charm_ros.run_node import declare, run_node
 from charm_ros.runtime.engine import Engine, ModelFailure
 from charm_ros.runtime.health import OK, assess, idle_reports
-from charm_ros.runtime.node_config import PARAMETERS, SPECS, ConfigError, validate
+from charm_ros.runtime.node_config import PARAMETERS, SPECS, ConfigError, checkpoint_sensors, parameters, validate
 from charm_ros.runtime.pipeline import FrameSkipped
 
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
@@ -43,7 +43,10 @@ SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FA
 class CharmNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("charm", **kwargs)
-        self.config = validate(declare(self, PARAMETERS))
+        values = declare(self, PARAMETERS)
+        sensors = checkpoint_sensors(values["model.checkpoint"])  # its metadata: a section per further sensor
+        values.update(declare(self, parameters(sensors)[len(PARAMETERS):]))
+        self.config = validate(values, sensors)
         self.state = "unconfigured"
         self.start_error: Exception = RuntimeError("a lifecycle transition at start failed (see the log)")
         self.engine: Engine | None = None
@@ -164,7 +167,7 @@ class CharmNode(LifecycleNode):
             msg_type = PointCloud2 if m == "lidar" else (
                 CompressedImage if compressed.is_transport_topic(topic) else Image)
             self._subscribe_input(msg_type, topic, m, lambda msg, m=m: self._on_sensor(m, msg), sensor_qos)
-        for m in ("rgb", "depth"):
+        for m in cfg.camera_info_topics:
             if m in cfg.enabled or m == "rgb":
                 topic = self.resolve_topic_name(cfg.camera_info_topics[m])
                 self._subscribe_input(CameraInfo, topic, m, lambda msg, m=m: self._on_camera_info(m, msg), sensor_qos)
@@ -296,13 +299,14 @@ class CharmNode(LifecycleNode):
 
     # ------------------------------------------------------------------ run-time parameter changes
     def _on_set_parameters(self, params) -> SetParametersResult:
-        ours = [p for p in params if p.name in SPECS]
+        specs = self.config.specs
+        ours = [p for p in params if p.name in specs]
         try:
             for p in ours:
-                if not SPECS[p.name].dynamic:
+                if not specs[p.name].dynamic:
                     raise ConfigError(f"{p.name} can only be set at start")
-                SPECS[p.name].check(p.value)
-            new = validate({**self.config.raw, **{p.name: p.value for p in ours}})
+                specs[p.name].check(p.value)
+            new = validate({**self.config.raw, **{p.name: p.value for p in ours}}, self.config.sensors)
             engine = self.engine
             if engine is not None and engine.reconfigure(new) and self.state == "active":
                 self.pubs["labels"].publish(labels_message(engine.predictor.class_names, engine.palette))
@@ -321,7 +325,8 @@ class CharmNode(LifecycleNode):
 
 def topics_help() -> str:
     """The node's topics for --help: inputs (remap them, or set <sensor>.topic) and outputs."""
-    inputs = [f"  {SPECS[n].default:<24} {SPECS[n].description}" for n in SPECS if n.endswith("topic")]
+    inputs = [f"  {SPECS[n].default:<24} {SPECS[n].description}" for n in SPECS if n.endswith("topic")] + [
+        f"  {'~/<name>/image':<24} each further camera of the checkpoint (e.g. thermal), with ~/<name>/camera_info"]
     outputs = [f"  ~/{name:<22} {kind}" for name, kind in OUTPUT_TYPES.items()]
     return "\n".join(["subscribed topics:", *inputs, "published topics:", *outputs,
                       f"  {'~/labels':<24} String (latched JSON: classes, palette)",

@@ -122,6 +122,21 @@ def random_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def random_checkpoint5(tmp_path_factory) -> Path:
+    """random_checkpoint's twin on five modalities: DELIVER's four and a thermal camera."""
+    import torch
+
+    from charm_core.checkpoint import save_checkpoint
+    from charm_core.model import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(backbone="tiny", modalities=("rgb", "depth", "event", "lidar", "thermal"))
+    path = tmp_path_factory.mktemp("ckpt5") / "random_tiny_thermal.safetensors"
+    save_checkpoint(path, build_model(config).eval(), config, provenance={"input_size": [256, 256]})
+    return path
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Small models gain nothing from threads; spinning OpenMP threads on a loaded 2-core machine

@@ -61,10 +61,12 @@ class FrameEncoder:
     def encode(self, *, K: np.ndarray, image_hw: tuple[int, int], rgb: np.ndarray | None = None,
                depth: np.ndarray | None = None, depth_K: np.ndarray | None = None,
                event: np.ndarray | None = None, lidar: np.ndarray | None = None,
-               cameras: Mapping[str, tuple[ModalitySpec, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+               cameras: Mapping[str, tuple[ModalitySpec, np.ndarray]] | None = None,
+               camera_K: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Returns {"rgb", "depth" (HHA), "event", "lidar"} uint8 HxWx3 for the modalities given, and for
         each of `cameras` ({name: (spec, HxW image)}, intensity in physical units or angle in radians)
-        its float32 HxWx3 encoding in [0, 1]."""
+        its float32 HxWx3 encoding in [0, 1]. `camera_K` gives a camera's own intrinsics (a calibrated
+        camera of another resolution); without, the reference K scaled to its image size."""
         K = check_intrinsics(K)
         box = self.letterbox(image_hw)
         net_K = box.intrinsics(K)
@@ -99,7 +101,8 @@ class FrameEncoder:
             values = np.asarray(values, dtype=np.float32)
             if values.ndim != 2:
                 raise ValueError(f"{name} must be an HxW single-channel image, got shape {values.shape}")
-            cK = scale_intrinsics(K, box.src_hw, values.shape)
+            own_K = (camera_K or {}).get(name)
+            cK = scale_intrinsics(K, box.src_hw, values.shape) if own_K is None else check_intrinsics(own_K)
             z = resample_registered(values, cK, net_K, box.content_hw)
             if spec.kind == "intensity":
                 encoded = encode_intensity(z, spec)

@@ -52,6 +52,7 @@ _RGB_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "8UC3", "8U
                   "rgb16", "bgr16", "rgba16", "bgra16", "mono16") + _UYVY + _YUYV + _BAYER
 _DEPTH_MM_ENCODINGS = ("16UC1", "mono16")
 _DEPTH_M_ENCODINGS = ("32FC1", "64FC1")
+_SINGLE_CHANNEL_ENCODINGS = ("mono8", "8UC1", "mono16", "16UC1", "32FC1")
 
 # sensor_msgs/PointField datatype constants -> numpy base type.
 _POINTFIELD_TYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
@@ -220,6 +221,18 @@ def image_to_depth_m(msg: Any) -> np.ndarray:
         depth = view[:, :, 0].astype(np.float32)  # float64 beyond float32 range becomes inf -> invalid
     depth[~np.isfinite(depth) | (depth <= 0)] = 0.0
     return depth
+
+
+def image_to_single_channel(msg: Any) -> np.ndarray:
+    """Single-channel camera Image (thermal, NIR, polarization) -> HxW array of its stored values:
+    uint8 (mono8/8UC1), uint16 (mono16/16UC1) or float32 (32FC1), native byte order. The values stay
+    as stored, since a modality's scale/offset (charm_core.encoders.to_physical) turns them into
+    physical units; a colour image is refused rather than silently made gray."""
+    encoding, view = _image_view(msg)
+    if encoding not in _SINGLE_CHANNEL_ENCODINGS:
+        raise ConversionError(f"cannot read encoding {encoding!r} ({view.shape[2]} channel(s)) as a single-channel "
+                              f"camera image; expected one of {list(_SINGLE_CHANNEL_ENCODINGS)}")
+    return view[:, :, 0].astype(_native(view.dtype))
 
 
 def _header(header: Any, frame_id: str | None) -> Any:

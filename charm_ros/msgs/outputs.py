@@ -15,7 +15,6 @@ from std_msgs.msg import String
 
 from charm_core.classes import colorize
 from charm_core.encoders import project_to_pixels
-from charm_core.modalities import subset_name
 from charm_core.visualize import confidence_to_mono8, overlay
 from charm_ros.msgs.conversions import k_to_camera_info, numpy_to_image, records_to_pointcloud2
 from charm_ros.runtime.health import StatusReport
@@ -43,7 +42,7 @@ def output_messages(result: Result, wanted: Iterable[str], palette: np.ndarray,
         "confidence": lambda: numpy_to_image(confidence_to_mono8(result.confidence), "mono8", header),
         "camera_info": lambda: None if result.K is None else k_to_camera_info(result.K, result.labels.shape[:2],
                                                                               header),
-        "subset": lambda: String(data=subset_name(result.subset)),
+        "subset": lambda: String(data="+".join(result.subset)),  # not subset_name: it is in the model's order
         "labeled_points": lambda: labeled_points_message(result),
     }
     out = {name: build[name]() for name in wanted}

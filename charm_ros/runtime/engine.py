@@ -12,7 +12,7 @@ import math
 import statistics
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from charm_core.inference import Predictor
-from charm_core.modalities import MODALITIES
 from charm_ros.msgs.conversions import ConversionError
 from charm_ros.runtime.health import ModalityHealth, PipelineHealth
 from charm_ros.runtime.node_config import NodeConfig, resolve_palette
@@ -32,17 +31,15 @@ class ModelFailure(RuntimeError):
     """The model raised on a frame; counted (ERROR on /diagnostics), never fatal to the node."""
 
 
-def _per_sensor(value: Any) -> dict[str, Any]:
-    return {m: value for m in MODALITIES}
-
-
 @dataclass
 class Counters:
-    rejected: dict[str, int] = field(default_factory=lambda: _per_sensor(0))
-    last_error: dict[str, str] = field(default_factory=lambda: _per_sensor(""))
+    """Per sensor (any of the checkpoint's, 0 / "" until it has one) and per frame."""
+
+    rejected: Counter = field(default_factory=Counter)
+    last_error: defaultdict = field(default_factory=lambda: defaultdict(str))
     last_rejected: dict[str, float] = field(default_factory=dict)  # clock time of the last rejection
-    info_rejected: dict[str, int] = field(default_factory=lambda: _per_sensor(0))  # CameraInfo
-    info_error: dict[str, str] = field(default_factory=lambda: _per_sensor(""))
+    info_rejected: Counter = field(default_factory=Counter)  # CameraInfo
+    info_error: defaultdict = field(default_factory=lambda: defaultdict(str))
     left_out: dict[str, tuple[float, str]] = field(default_factory=dict)  # (clock time, why) in a frame, not used
     left_out_frames: Counter = field(default_factory=Counter)  # sensor -> frames that had it but could not use it
     in_frames: Counter = field(default_factory=Counter)  # sensor -> frames it went into (a slower one serves several)

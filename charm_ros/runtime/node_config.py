@@ -2,22 +2,27 @@
 README, documented in config/charm.param.yaml; tests keep all three in step) and a ROS-free validator
 that turns the values into a NodeConfig, the PipelineConfig included, or a clear error.
 
+The sensors follow the checkpoint: DELIVER's four always have their sections; each further modality
+of the checkpoint (a single-channel camera such as thermal) gets one of its own (`camera_params`),
+declared from the checkpoint's metadata before the model loads.
+
 Code reads a plain parameter as `config["outputs.overlay_alpha"]`; only values that need parsing or
 cross-checks (sensors, sync, pipeline, palette) get a field of their own.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from charm_core.checkpoint import read_modality_specs
 from charm_core.encoders import SensorGeometry
 from charm_core.inference import PRECISIONS
 from charm_core.runtimes import BACKENDS
-from charm_core.modalities import MODALITIES
+from charm_core.modalities import MODALITIES, ModalitySpec, resolve_modalities
 from charm_ros.paths import share_path
 from charm_ros.runtime.parameters import ConfigError, ParamSpec, check_all
 from charm_ros.runtime.pipeline import PipelineConfig
@@ -34,6 +39,12 @@ LIDAR_TO_OPTICAL = [0.0, -1.0, 0.0, 0.0,
                     0.0, 0.0, -1.0, 0.0,
                     1.0, 0.0, 0.0, 0.0,
                     0.0, 0.0, 0.0, 1.0]
+
+
+# Kinds the node reads beyond DELIVER's four: single-channel cameras, each with its CameraInfo and the
+# scale/offset that turn its stored values into the physical units its spec normalises.
+CAMERA_KINDS = ("intensity", "angle")
+DELIVER_SENSORS: tuple[ModalitySpec, ...] = resolve_modalities(MODALITIES)
 
 
 def _modality_params(m: str) -> list[ParamSpec]:
@@ -61,7 +72,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "raw intensity that maps to full scale (e.g. 255, or an Ouster's ~3000); 0 = auto: values in 0..1 "
               "kept, a cloud with larger ones taken as 0..255", dynamic=True, minimum=0.0),
     ParamSpec("sync.reference_priority", list(MODALITIES),
-              "reference modality priority among the alive ones (first = preferred)"),
+              "reference modality priority among the alive ones (first = preferred; enabled sensors not "
+              "listed follow)"),
     ParamSpec("sync.max_skew", 0.05, "max |stamp difference| (s) for messages to belong to one frame; at least half "
               "the slowest sensor's period puts that sensor in every frame",
               dynamic=True, minimum=0.0),
@@ -103,6 +115,44 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 SPECS = {p.name: p for p in PARAMETERS}
 
 
+def camera_params(spec: ModalitySpec) -> list[ParamSpec]:
+    """The section of a single-channel camera (intensity / angle kind) beyond DELIVER's four."""
+    m, unit = spec.name, spec.unit or "physical units"
+    stored = "the stored type's full scale is 1" if spec.scale is None else f"{spec.scale:g}"
+    return [
+        *_modality_params(m),
+        ParamSpec(f"{m}.camera_info_topic", f"~/{m}/camera_info",
+                  f"CameraInfo of the {m} camera (its own K and size; registered to the RGB camera)"),
+        ParamSpec(f"{m}.scale", 0.0, f"{m} in {unit} = stored value (mono8 / mono16 / 16UC1 count, 32FC1 value) "
+                  f"* scale + offset; 0 = the checkpoint's ({stored})", dynamic=True),
+        ParamSpec(f"{m}.offset", spec.offset, f"added after {m}.scale ({unit})", dynamic=True),
+    ]
+
+
+def node_sensors(model: tuple[ModalitySpec, ...]) -> tuple[ModalitySpec, ...]:
+    """The sensors a node with this checkpoint declares, in their canonical order: the checkpoint's
+    modalities in its order, then those of DELIVER's four it lacks (their parameters always exist).
+    ConfigError for a modality the node cannot read."""
+    extra = [s for s in model if s.name not in MODALITIES]
+    unreadable = [f"{s.name} (kind {s.kind})" for s in extra if s.kind not in CAMERA_KINDS]
+    if unreadable:
+        raise ConfigError(f"the checkpoint's {', '.join(unreadable)}: beyond rgb, depth, event and lidar the node "
+                          f"reads single-channel cameras (kinds {', '.join(CAMERA_KINDS)})")
+    own = {s.name for s in model}
+    return tuple(model) + tuple(s for s in DELIVER_SENSORS if s.name not in own)
+
+
+def checkpoint_sensors(checkpoint: str) -> tuple[ModalitySpec, ...]:
+    """node_sensors of the checkpoint named by model.checkpoint, from its metadata alone (the node
+    declares its parameters before it loads the model)."""
+    return node_sensors(read_modality_specs(resolve_checkpoint(checkpoint)))
+
+
+def parameters(sensors: tuple[ModalitySpec, ...] = DELIVER_SENSORS) -> tuple[ParamSpec, ...]:
+    """Every parameter of a node with these sensors: PARAMETERS, then a section per further camera."""
+    return PARAMETERS + tuple(p for s in sensors if s.name not in MODALITIES for p in camera_params(s))
+
+
 @dataclass
 class NodeConfig:
     enabled: tuple[str, ...]
@@ -114,6 +164,8 @@ class NodeConfig:
     outputs: dict[str, bool]
     palette: np.ndarray | None  # Nx3 uint8, or None for the checkpoint's
     raw: dict[str, Any] = field(default_factory=dict)  # every parameter, defaults filled in, checked
+    sensors: tuple[ModalitySpec, ...] = DELIVER_SENSORS  # declared (node_sensors), enabled or not
+    specs: dict[str, ParamSpec] = field(default_factory=lambda: dict(SPECS))  # their parameters by name
 
     def __getitem__(self, name: str) -> Any:
         return self.raw[name]
@@ -123,26 +175,29 @@ class NodeConfig:
         return self.pipeline.geometry
 
 
-def validate(values: dict[str, Any]) -> NodeConfig:
-    """Check every parameter (defaults filled in) and build the NodeConfig; raise ConfigError if invalid."""
-    unknown = sorted(set(values) - set(SPECS))
+def validate(values: dict[str, Any], sensors: tuple[ModalitySpec, ...] = DELIVER_SENSORS) -> NodeConfig:
+    """Check every parameter (defaults filled in) of a node with `sensors` (node_sensors) and build the
+    NodeConfig; raise ConfigError if invalid."""
+    specs = parameters(sensors)
+    names = tuple(s.name for s in sensors)
+    unknown = sorted(set(values) - {p.name for p in specs})
     if unknown:
         raise ConfigError(f"unknown parameters {unknown}")
-    v = check_all(PARAMETERS, values)
+    v = check_all(specs, values)
 
-    enabled = tuple(m for m in MODALITIES if v[f"{m}.enabled"])
+    enabled = tuple(m for m in names if v[f"{m}.enabled"])
     if not enabled:
-        raise ConfigError("every modality is disabled: enable at least one of " + ", ".join(MODALITIES))
+        raise ConfigError("every modality is disabled: enable at least one of " + ", ".join(names))
     priority = list(v["sync.reference_priority"])
-    bad = sorted(set(priority) - set(MODALITIES))
+    bad = sorted(set(priority) - set(names))
     if bad or len(set(priority)) != len(priority):
-        raise ConfigError(f"sync.reference_priority must list distinct modalities of {list(MODALITIES)}, got {priority}")
+        raise ConfigError(f"sync.reference_priority must list distinct modalities of {list(names)}, got {priority}")
     ordered = [m for m in priority if m in enabled] + [m for m in enabled if m not in priority]
     sync = SyncConfig(
         modalities=[ModalityConfig(m, time_offset=float(v[f"{m}.time_offset"]),
                                    stale_timeout=float(v[f"{m}.stale_timeout"])) for m in ordered],
         max_skew=float(v["sync.max_skew"]), timeout=float(v["sync.timeout"]),
-        buffer_size=int(v["sync.buffer_size"]))
+        buffer_size=int(v["sync.buffer_size"]), order=names)
 
     size = [int(x) for x in v["model.input_size"]]
     if len(size) != 2 or (size != [0, 0] and min(size) < 32):
@@ -161,18 +216,28 @@ def validate(values: dict[str, Any]) -> NodeConfig:
         min_confidence=float(v["outputs.min_confidence"]),
         lidar_intensity_field=v["lidar.intensity_field"].strip(),
         lidar_intensity_scale=float(v["lidar.intensity_scale"]),
-        output_resolution=v["outputs.resolution"])
+        output_resolution=v["outputs.resolution"],
+        units={s.name: _units(s, v) for s in sensors if s.kind in CAMERA_KINDS})
 
     return NodeConfig(
         enabled=enabled,
-        topics={m: v[f"{m}.topic"] for m in MODALITIES},
-        camera_info_topics={m: v[f"{m}.camera_info_topic"] for m in ("rgb", "depth")},
+        topics={m: v[f"{m}.topic"] for m in names},
+        camera_info_topics={m: v[f"{m}.camera_info_topic"] for m in names if f"{m}.camera_info_topic" in v},
         sync=sync, pipeline=pipeline,
         checkpoint=resolve_checkpoint(v["model.checkpoint"]),
         outputs={name: bool(v[f"outputs.{name}"]) for name in OUTPUTS},
         palette=parse_palette(v["outputs.palette"]),
-        raw=v,
+        raw=v, sensors=tuple(sensors), specs={p.name: p for p in specs},
     )
+
+
+def _units(spec: ModalitySpec, v: dict[str, Any]) -> ModalitySpec:
+    """The camera's spec with its configured scale (0 = the spec's) and offset."""
+    scale = v[f"{spec.name}.scale"]
+    try:
+        return replace(spec, scale=scale or spec.scale, offset=v[f"{spec.name}.offset"])
+    except ValueError as exc:
+        raise ConfigError(f"{spec.name}.scale / {spec.name}.offset: {exc}") from None
 
 
 _HEX_COLOUR = re.compile(r"^#?([0-9a-fA-F]{6})$")

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from charm_core.encoders import FrameEncoder, Letterbox, SensorGeometry, frame_to_network, scale_intrinsics
+from charm_core.encoders import (FrameEncoder, Letterbox, SensorGeometry, frame_to_network, scale_intrinsics,
+                                 to_physical)
 from charm_core.inference import Predictor
-from charm_core.modalities import MODALITIES
+from charm_core.modalities import ModalitySpec, specs_by_name
+from charm_core.visualize import confidence_to_mono8
 from charm_ros.msgs import conversions
 from charm_ros.runtime.sync import Frame
 
@@ -29,7 +31,8 @@ DEFAULT_INPUT_SIZE = (256, 256)  # for a checkpoint that does not record its tra
 class SensorSample:
     """One converted message: the array the encoders take, plus the header to copy onto outputs."""
 
-    array: np.ndarray   # rgb/event: HxWx3 uint8; depth: HxW float32 metres (0 = invalid); lidar: Nx4 float32
+    array: np.ndarray   # rgb/event: HxWx3 uint8; depth: HxW float32 metres (0 = invalid); lidar: Nx4 float32;
+                        # intensity / angle cameras: HxW float32 physical units
     stamp: float        # header stamp, seconds
     frame_id: str
     header: Any = None  # the original message header (copied verbatim onto outputs by the node)
@@ -49,12 +52,14 @@ class PipelineConfig:
     lidar_intensity_field: str = "auto"  # see the lidar.intensity_field parameter
     lidar_intensity_scale: float = 0.0   # see the lidar.intensity_scale parameter
     output_resolution: str = "network"   # network | camera: the size of labels, confidence and K in Results
+    # intensity / angle cameras: their spec with the configured <name>.scale / <name>.offset
+    units: dict[str, ModalitySpec] = field(default_factory=dict)
 
 
 @dataclass
 class Result:
     frame: Frame
-    subset: tuple[str, ...]       # the modalities actually fed to the model (canonical order)
+    subset: tuple[str, ...]       # the modalities actually fed to the model (the model's order)
     labels: np.ndarray            # hxw uint8 class ids at mask resolution (unpadded), 255 = no data
     confidence: np.ndarray        # hxw float32 max softmax probability
     background: np.ndarray        # hxwx3 uint8 image for the overlay (RGB when present)
@@ -87,6 +92,7 @@ class Pipeline:
         self.predictor = predictor
         self.config = config
         self.encoder = FrameEncoder(tuple(config.input_size), config.geometry)
+        self.specs = specs_by_name(predictor.info.config.specs)  # the model's modalities, in its order
         self.cameras: dict[str, CameraModel] = {}
         self.image_hw: dict[str, tuple[int, int]] = {}  # size of each camera's last image, usable or not
         self.wait_for_graphs = False  # a graph backend's subset not built yet: build it first (offline) or run torch
@@ -106,9 +112,9 @@ class Pipeline:
         return cls(predictor, replace(config.pipeline, input_size=tuple(size)))
 
     def set_camera(self, modality: str, K: np.ndarray, hw: tuple[int, int]) -> None:
-        """Latest CameraInfo of the rgb or depth camera."""
-        if modality not in ("rgb", "depth"):
-            raise ValueError(f"camera info is taken for rgb or depth, not {modality!r}")
+        """Latest CameraInfo of the rgb, depth or an intensity / angle camera."""
+        if modality not in ("rgb", "depth", *self.config.units):
+            raise ValueError(f"camera info is taken for rgb, depth and single-channel cameras, not {modality!r}")
         self.cameras[modality] = CameraModel(np.asarray(K, dtype=np.float64), (int(hw[0]), int(hw[1])))
 
     def accept_camera_info(self, modality: str, msg: Any) -> None:
@@ -141,13 +147,15 @@ class Pipeline:
                 raise conversions.ConversionError("depth image has no valid pixel (all 0/NaN/inf)")
         elif modality in ("rgb", "event"):
             array = conversions.image_to_rgb(msg)
+        elif modality in self.config.units:
+            array = to_physical(conversions.image_to_single_channel(msg), self.config.units[modality])
         else:
             raise ValueError(f"unknown modality {modality!r}")
         stamp = conversions.stamp_to_sec(msg.header.stamp)
         if stamp <= 0:
             raise conversions.ConversionError(f"header stamp is {stamp:.9g} s: unset or before 1970; the driver must "
                                               "stamp its messages (outputs copy the stamp)")
-        if modality in ("rgb", "depth"):
+        if modality in ("rgb", "depth", *self.config.units):
             self.image_hw[modality] = array.shape[:2]
         camera = self.cameras.get(modality)
         if camera is not None and array.shape[:2] != camera.hw:
@@ -171,16 +179,18 @@ class Pipeline:
         return points
 
     def reference_camera(self, frame: Frame) -> CameraModel | None:
-        """The camera that defines the network image: the RGB camera, else the depth camera, else None.
+        """The camera that defines the network image: the RGB camera, else the depth camera, else the
+        first calibrated intensity / angle camera (in the model's order), else None.
 
-        With RGB in the frame but only the depth camera calibrated (an RGB CameraInfo that is missing
-        or rejected, e.g. all-zero K), the RGB view stays the network image: its K is the depth
+        With RGB in the frame but only another camera calibrated (an RGB CameraInfo that is missing
+        or rejected, e.g. all-zero K), the RGB view stays the network image: its K is the other
         camera's scaled to the RGB size, as registered cameras (same optical centre) are assumed."""
-        depth = self.cameras.get("depth")
-        if "rgb" in self.cameras or depth is None or "rgb" not in frame.data:
-            return self.cameras.get("rgb") or depth
+        other = self.cameras.get("depth") or next(
+            (self.cameras[m] for m in self.specs if m in self.config.units and m in self.cameras), None)
+        if "rgb" in self.cameras or other is None or "rgb" not in frame.data:
+            return self.cameras.get("rgb") or other
         rgb_hw = frame.data["rgb"].array.shape[:2]
-        return CameraModel(scale_intrinsics(depth.K, depth.hw, rgb_hw), (int(rgb_hw[0]), int(rgb_hw[1])))
+        return CameraModel(scale_intrinsics(other.K, other.hw, rgb_hw), (int(rgb_hw[0]), int(rgb_hw[1])))
 
     def encode(self, frame: Frame) -> Encoded:
         """The frame's network images, built by the encoders the training data is built with; raises
@@ -193,7 +203,7 @@ class Pipeline:
             for name in NEEDS_CAMERA:
                 if name in data:
                     skipped[name] = "no CameraInfo received yet"
-            images_hw = [data[m].array.shape[:2] for m in ("rgb", "event") if m in data]
+            images_hw = [data[m].array.shape[:2] for m in ("rgb", "event", *self.config.units) if m in data]
             if not images_hw:
                 raise FrameSkipped("no CameraInfo received yet: depth/LiDAR cannot be encoded")
             camera_hw, K = images_hw[0], _nominal_k(images_hw[0])
@@ -201,11 +211,13 @@ class Pipeline:
             camera_hw, K = camera.hw, camera.K
         usable = {m: s.array for m, s in data.items() if m not in skipped}
         depth_camera = self.cameras.get("depth")
+        units = {m: (self.config.units[m], a) for m, a in usable.items() if m in self.config.units}
         images = self.encoder.encode(
             K=K, image_hw=camera_hw,
             rgb=usable.get("rgb"), event=usable.get("event"), lidar=usable.get("lidar"),
             depth=usable.get("depth"),
             depth_K=None if depth_camera is None else depth_camera.K,
+            cameras=units, camera_K={m: self.cameras[m].K for m in units if m in self.cameras},
         )
         return Encoded(images=images, box=self.encoder.letterbox(camera_hw), K=None if camera is None else K,
                        skipped=skipped, encode_ms=(time.perf_counter() - start) * 1e3)
@@ -218,17 +230,19 @@ class Pipeline:
         """The model on an encoded frame; the mask cropped out of the letterbox."""
         images, box = encoded.images, encoded.box
         if self.wait_for_graphs:  # offline: every frame on the configured backend, never torch meanwhile
-            subset = tuple(m for m in self.predictor.modalities if m in images)
-            if not self.predictor.ready(subset, self.config.input_size):
-                self.predictor.prepare([subset], self.config.input_size)
-        labels, confidence = self.predictor.predict(frame_to_network(images))
+            present = tuple(m for m in self.predictor.modalities if m in images)
+            if not self.predictor.ready(present, self.config.input_size):
+                self.predictor.prepare([present], self.config.input_size)
+        labels, confidence = self.predictor.predict(frame_to_network(images, self.specs))
         labels = box.crop(labels)
         confidence = box.crop(confidence)
         min_confidence = self.config.min_confidence
         if min_confidence > 0:
             labels = np.where(confidence < min_confidence, np.uint8(255), labels)
-        first = next(m for m in MODALITIES if m in images)
-        background = box.crop(images["rgb"] if "rgb" in images else images[first])
+        subset = tuple(m for m in self.specs if m in images)
+        background = box.crop(images["rgb"] if "rgb" in images else images[subset[0]])
+        if background.dtype != np.uint8:  # an intensity / angle encoding in [0, 1]
+            background = confidence_to_mono8(background)
         mask_K = None if encoded.K is None else box.intrinsics(encoded.K)
         if self.config.output_resolution == "camera":
             # camera pixels: labels and confidence nearest (each pixel keeps its id's confidence); the
@@ -236,7 +250,7 @@ class Pipeline:
             labels, confidence = box.to_source(labels), box.to_source(confidence)
             background = frame.data["rgb"].array if "rgb" in images else box.to_source(background, nearest=False)
             mask_K = encoded.K
-        return Result(frame=frame, subset=tuple(m for m in MODALITIES if m in images),
+        return Result(frame=frame, subset=subset,
                       labels=np.ascontiguousarray(labels), confidence=np.ascontiguousarray(confidence),
                       background=np.ascontiguousarray(background),
                       K=mask_K, T_cam_lidar=self.config.geometry.T_cam_lidar, skipped=encoded.skipped,

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from charm_core.modalities import canonical
+from charm_core.modalities import DELIVER_MODALITIES, canonical
 
 _EPS = 1e-9  # stamps closer than this are one stamp (float seconds from sec + nanosec)
 _RATE_ALPHA = 0.2  # weight of a new stamp interval in the period estimate
@@ -44,12 +44,13 @@ class SyncConfig:
     timeout: float = 0.1  # after the reference arrived, wait at most this long for alive partners
     buffer_size: int = 10  # per modality; the oldest is dropped (counted) when full
     jump_back_tolerance: float = 1.0  # a larger backwards jump of now or of stamps resets all buffers
+    order: tuple[str, ...] = DELIVER_MODALITIES  # the sensors' canonical order (the model's): frames, alive lists
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.modalities]
         if not names:
             raise ValueError("SyncConfig.modalities must name at least one modality")
-        canonical(names)  # raises on unknown or repeated names
+        canonical(names, self.order)  # raises on unknown or repeated names
         for m in self.modalities:
             if not math.isfinite(m.time_offset):
                 raise ValueError(f"time_offset of {m.name!r} must be finite, got {m.time_offset}")
@@ -74,7 +75,7 @@ class Frame:
 
     @property
     def subset(self) -> tuple[str, ...]:
-        return canonical(self.data)
+        return tuple(self.data)
 
 
 @dataclass
@@ -219,12 +220,13 @@ class Synchronizer:
 
     def alive(self, now: float) -> tuple[str, ...]:
         """Modalities that had a message accepted within their stale_timeout, canonical order."""
-        return canonical(name for name, s in self._streams.items() if self._is_alive(s, now))
+        return canonical((name for name, s in self._streams.items() if self._is_alive(s, now)), self.config.order)
 
     def refusing(self, now: float) -> tuple[str, ...]:
         """Modalities with a message refused for its stamp within their stale_timeout: still arriving,
         but with stamps that repeat, go back or are too old (see add()), canonical order."""
-        return canonical(name for name, s in self._streams.items() if self._is_recent(s.stats.last_refused, s, now))
+        return canonical((name for name, s in self._streams.items() if self._is_recent(s.stats.last_refused, s, now)),
+                         self.config.order)
 
     def unmatched(self, now: float) -> dict[str, float]:
         """Alive modalities that went into no frame for over 1 s (or 3 periods of it or of the
@@ -357,7 +359,7 @@ class Synchronizer:
         for stream in self._streams.values():
             stream.discard([m for m in stream.buffer if m.stamp < horizon])
         self.frames += 1
-        order = canonical(used)
+        order = canonical(used, self.config.order)
         return Frame(stamp=head.stamp, reference=ref.config.name,
                      data={name: used[name].data for name in order},
                      stamps={name: used[name].stamp for name in order})

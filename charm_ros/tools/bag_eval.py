@@ -2,8 +2,9 @@
 
 Messages are read with `rosbags` (sqlite3 or mcap, any publisher's types), put in header-stamp order,
 and fed through the same conversions (Pipeline.accept), synchronizer and predictor as the live node,
-with the stamps as the clock. Every synchronized frame is evaluated (no latest-wins dropping), so
-the result is deterministic. Reports per subset: frames, mIoU against a ground-truth topic if there
+with the stamps as the clock; each sensor of the checkpoint has a topic flag (--rgb ... --thermal).
+Every synchronized frame is evaluated (no latest-wins dropping), so the result is deterministic.
+Reports per subset (the checkpoint's 2^N - 1, in its order): frames, mIoU against a ground-truth topic if there
 is one, latency; per sensor the frames it went into and its stamps' offset to the reference (a
 sensor on another clock is named); `--dropouts depth:10-20` silences a sensor over an interval (seconds
 from the first message); `--write-predictions` writes mask, colour mask, camera_info and labeled point
@@ -32,24 +33,40 @@ from charm_core.cli_help import HelpFormatter
 from charm_core.data.augment import resize
 from charm_core.inference import Predictor
 from charm_core.runtimes import BACKENDS
+from charm_core.checkpoint import read_modality_specs
 from charm_core.metrics import ConfusionMatrix
-from charm_core.modalities import all_subsets, subset_name
+from charm_core.modalities import MODALITIES, all_subsets, subset_name
 from charm_ros.msgs import conversions
 from charm_ros.msgs.outputs import OUTPUT_TYPES, output_messages
 from charm_ros.paths import share_path
 from charm_ros.runtime.engine import Engine
 from charm_ros.runtime.health import OFF_CLOCK_S, offset_text
-from charm_ros.runtime.node_config import NodeConfig, validate
+from charm_ros.runtime.node_config import DELIVER_SENSORS, NodeConfig, node_sensors, validate
 from charm_ros.runtime.parameters import load_param_file
 from charm_ros.runtime.pipeline import FrameSkipped, Result
 from charm_ros.tools.dropouts import Dropout, dropped_at, parse_dropouts
 
-TOPIC_KEYS = ("rgb", "depth", "event", "lidar", "rgb_info", "depth_info", "gt")
-DEFAULT_TOPICS = {
-    "rgb": "/sim_rig/rgb/image", "depth": "/sim_rig/depth/image", "event": "/sim_rig/event/image",
-    "lidar": "/sim_rig/lidar/points", "rgb_info": "/sim_rig/rgb/camera_info",
-    "depth_info": "/sim_rig/depth/camera_info", "gt": "/sim_rig/ground_truth",
-}
+RIG = "/sim_rig/"
+NO_CAMERA_INFO = ("event", "lidar")  # sensors without a CameraInfo topic key
+
+
+def topic_keys(sensors: tuple[str, ...] = MODALITIES) -> tuple[str, ...]:
+    """The topic keys of a node with these sensors: one per sensor, `<sensor>_info` per camera's
+    CameraInfo, and `gt`."""
+    return sensors + tuple(f"{m}_info" for m in sensors if m not in NO_CAMERA_INFO) + ("gt",)
+
+
+def default_topics(keys: tuple[str, ...]) -> dict[str, str]:
+    """The sensor rig's topic of each key (what charm-bag-record writes)."""
+    def topic(key: str) -> str:
+        if key in ("gt", "lidar"):
+            return RIG + ("ground_truth" if key == "gt" else "lidar/points")
+        return RIG + (f"{key[:-len('_info')]}/camera_info" if key.endswith("_info") else f"{key}/image")
+    return {k: topic(k) for k in keys}
+
+
+TOPIC_KEYS = topic_keys()
+DEFAULT_TOPICS = default_topics(TOPIC_KEYS)
 
 
 @dataclass
@@ -234,8 +251,8 @@ class BagEvaluator:
         try:
             if key == "gt":
                 self.gt[stamp] = conversions.image_to_numpy(msg)
-            elif key in ("rgb_info", "depth_info"):
-                self.engine.accept_camera_info(key.split("_")[0], msg)
+            elif key is not None and key.endswith("_info"):
+                self.engine.accept_camera_info(key[:-len("_info")], msg)
             elif key in self.enabled:
                 if key in dropped_at(self.drop, (stamp - self.first_stamp) * 1e-9):
                     self.dropped_by_schedule[key] += 1
@@ -272,8 +289,9 @@ class BagEvaluator:
         overall = SubsetStats()
         unmatched = 0
         has_gt = bool(self.gt)
+        order = self.engine.predictor.modalities
         for r in self.results:
-            name = subset_name(r.subset)
+            name = subset_name(r.subset, order)
             stats = subsets.setdefault(name, SubsetStats())
             truth = self.gt.get(stamp_ns(r.frame.data[r.frame.reference]))
             for s in (stats, overall):
@@ -289,7 +307,8 @@ class BagEvaluator:
                 truth = resize(truth, r.labels.shape, nearest=True)
             stats.confusion.update(r.labels, truth)
             overall.confusion.update(r.labels, truth)
-        ordered = {subset_name(s): subsets[subset_name(s)] for s in all_subsets() if subset_name(s) in subsets}
+        names = [subset_name(s, order) for s in all_subsets(order)]
+        ordered = {name: subsets[name] for name in names if name in subsets}
         c = self.engine.counters
         used = {m: (st.received, c.in_frames[m]) for m, st in self.engine.sync.stats().items()}
         lags = {m: float(np.median(v)) for m, v in self.lags.items()}
@@ -322,18 +341,18 @@ def write_predictions(out: Path, results: list[Result], palette: np.ndarray, sto
                 writer.write(conns[name], t, serialize_message(msg))
 
 
-def load_topics(args: argparse.Namespace) -> tuple[dict[str, str | None], set[str]]:
+def load_topics(args: argparse.Namespace, keys: tuple[str, ...] = TOPIC_KEYS) -> tuple[dict[str, str | None], set[str]]:
     """The topic of each key, and the keys the user named (flags or --topics), which must be in the bag."""
-    topics = dict(DEFAULT_TOPICS)
+    topics = default_topics(keys)
     named: set[str] = set()
     if args.topics:
         given = yaml.safe_load(Path(args.topics).read_text()) or {}
-        unknown = sorted(set(given) - set(TOPIC_KEYS))
+        unknown = sorted(set(given) - set(keys))
         if unknown:
-            raise ValueError(f"{args.topics}: unknown keys {unknown}; expected {list(TOPIC_KEYS)}")
+            raise ValueError(f"{args.topics}: unknown keys {unknown}; expected {list(keys)}")
         topics.update(given)
         named.update(given)
-    for key in TOPIC_KEYS:
+    for key in keys:
         value = getattr(args, key.replace("-", "_"), None)
         if value is not None:
             topics[key] = value or None   # an empty string disables the topic
@@ -341,11 +360,23 @@ def load_topics(args: argparse.Namespace) -> tuple[dict[str, str | None], set[st
     return topics, {k for k in named if topics[k]}
 
 
-def add_topic_arguments(parser: argparse.ArgumentParser) -> None:
+def sensors_of_checkpoint(argv: list[str] | None, default: str) -> tuple[tuple, ValueError | None]:
+    """The node's sensors for the --checkpoint on the command line (it decides which sensor flags
+    exist), read before the full parse; an unreadable checkpoint is reported after it (--help works)."""
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--checkpoint", default=default)
+    try:
+        return node_sensors(read_modality_specs(first.parse_known_args(argv)[0].checkpoint)), None
+    except ValueError as exc:
+        return DELIVER_SENSORS, exc
+
+
+def add_topic_arguments(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
     """--topics FILE and one flag per topic key (shared by charm-bag-eval and charm-bag-export)."""
-    parser.add_argument("--topics", help="YAML mapping of rgb/depth/event/lidar/rgb_info/depth_info/gt to topics")
-    for key in TOPIC_KEYS:
-        parser.add_argument(f"--{_flag(key)}", dest=key, help=f"topic of {key} (default {DEFAULT_TOPICS[key]}; '' = none)")
+    defaults = default_topics(keys)
+    parser.add_argument("--topics", help=f"YAML mapping of {'/'.join(keys)} to topics")
+    for key in keys:
+        parser.add_argument(f"--{_flag(key)}", dest=key, help=f"topic of {key} (default {defaults[key]}; '' = none)")
 
 
 def check_topics(bag: Path, topics: dict[str, str | None], named: set[str]) -> None:
@@ -363,17 +394,24 @@ def check_topics(bag: Path, topics: dict[str, str | None], named: set[str]) -> N
 
 
 def _flag(key: str) -> str:
-    return {"rgb_info": "camera-info", "depth_info": "depth-camera-info"}.get(key, key)
+    """--camera-info (rgb's), --depth-camera-info, --thermal-camera-info, --thermal ..."""
+    if key == "rgb_info":
+        return "camera-info"
+    return f"{key[:-len('_info')]}-camera-info" if key.endswith("_info") else key
 
 
 def main(argv: list[str] | None = None) -> int:
+    default_checkpoint = str(share_path("models", "charm_tiny_synthetic.safetensors"))
+    sensors, sensor_error = sensors_of_checkpoint(argv, default_checkpoint)
+    keys = topic_keys(tuple(s.name for s in sensors))
     parser = argparse.ArgumentParser(prog="charm-bag-eval", description=__doc__,
                                      formatter_class=HelpFormatter)
     parser.add_argument("bag", type=Path, help="rosbag2 directory (sqlite3 or mcap)")
-    parser.add_argument("--checkpoint", default=str(share_path("models", "charm_tiny_synthetic.safetensors")))
+    parser.add_argument("--checkpoint", default=default_checkpoint,
+                        help="its modalities beyond rgb/depth/event/lidar get topic flags too (e.g. --thermal)")
     parser.add_argument("--params", default=str(share_path("config", "charm.param.yaml")),
                         help="the node's parameter file (sync, geometry, modalities, input size)")
-    add_topic_arguments(parser)
+    add_topic_arguments(parser, keys)
     parser.add_argument("--dropouts", "--drop", action="append", default=[], metavar="SENSOR:START-END",
                         help="simulate dropouts, e.g. depth:10-20 (s from the first message); repeat or comma-separate")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
@@ -387,9 +425,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="of --write-predictions")
     args = parser.parse_args(argv)
     try:
-        topics, named = load_topics(args)
-        config = validate(load_param_file(args.params))
-        drop = parse_dropouts(",".join(args.dropouts))
+        if sensor_error is not None:
+            raise sensor_error
+        topics, named = load_topics(args, keys)
+        config = validate(load_param_file(args.params), sensors)
+        drop = parse_dropouts(",".join(args.dropouts), tuple(s.name for s in sensors))
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, backend=args.backend)
         if not args.bag.exists():
             raise FileNotFoundError(f"no bag at {args.bag}")

@@ -33,7 +33,7 @@ from charm_ros.runtime.node_config import validate
 from charm_ros.runtime.parameters import load_param_file
 from charm_ros.runtime.pipeline import FrameSkipped
 from charm_ros.tools.bag_eval import (BagEvaluator, add_topic_arguments, check_topics, count_messages, load_topics,
-                                      read_in_stamp_order, stamp_ns)
+                                      read_in_stamp_order, sensors_of_checkpoint, stamp_ns, topic_keys)
 
 
 def folder_and_token(name: str) -> tuple[str, str]:
@@ -106,14 +106,17 @@ class BagExporter(BagEvaluator):
 
 
 def main(argv: list[str] | None = None) -> int:
+    default_checkpoint = str(share_path("models", "charm_tiny_synthetic.safetensors"))
+    sensors, sensor_error = sensors_of_checkpoint(argv, default_checkpoint)
+    keys = topic_keys(tuple(s.name for s in sensors))
     parser = argparse.ArgumentParser(prog="charm-bag-export", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("bag", type=Path, help="rosbag2 directory (sqlite3 or mcap)")
     parser.add_argument("--out", type=Path, required=True, help="dataset root to write (DELIVER layout)")
-    parser.add_argument("--checkpoint", default=str(share_path("models", "charm_tiny_synthetic.safetensors")),
+    parser.add_argument("--checkpoint", default=default_checkpoint,
                         help="the model whose modalities and input size the set is for")
     parser.add_argument("--params", default=str(share_path("config", "charm.param.yaml")),
                         help="the node's parameter file (sync, geometry, sensors, input size)")
-    add_topic_arguments(parser)
+    add_topic_arguments(parser, keys)
     parser.add_argument("--condition", default="sun", choices=CONDITIONS, help="the set's condition folder")
     parser.add_argument("--split", default="train", choices=SPLITS, help="the set's split folder")
     parser.add_argument("--sequence", help="sequence folder name (default: the bag's name)")
@@ -126,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.every < 1 or (args.max_frames is not None and args.max_frames < 1) or args.end < args.start:
         parser.error("--every and --max-frames must be >= 1, and --end >= --start")
     try:
-        topics, named = load_topics(args)
-        config = validate(load_param_file(args.params))
+        if sensor_error is not None:
+            raise sensor_error
+        topics, named = load_topics(args, keys)
+        config = validate(load_param_file(args.params), sensors)
         predictor = Predictor.from_checkpoint(args.checkpoint, device="cpu")
         if not args.bag.exists():
             raise FileNotFoundError(f"no bag at {args.bag}")

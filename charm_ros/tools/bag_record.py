@@ -19,8 +19,9 @@ from tqdm import tqdm
 
 from charm_core.cli_help import HelpFormatter
 from charm_core.data.synthetic import CASES, CONDITIONS, World
+from charm_core.data.synthetic.export import RENDERABLE, check_modalities
 from charm_core.modalities import MODALITIES
-from charm_ros.tools.dropouts import dropped_at, parse_dropouts
+from charm_ros.tools.dropouts import dropped_at, modality_list, parse_dropouts
 from charm_ros.tools.sim_rig import DEPTH_ENCODINGS, RGB_ENCODINGS, RigEncoding, frame_messages
 
 RIG_PREFIX = "/sim_rig/"
@@ -30,8 +31,9 @@ STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 def record(out: str | Path, duration: float, storage: str = "mcap", fps: float = 10.0, seed: int = 7,
            size: tuple[int, int] = (256, 256), condition: str = "sun", case: str | None = None,
            dropouts: str = "", encoding: RigEncoding = RigEncoding(), start_time: float = 1_700_000_000.0,
-           progress: bool = True) -> dict[str, int]:
-    """Write `duration` seconds of the rig to a new bag at `out`; returns message counts per topic."""
+           progress: bool = True, modalities: tuple[str, ...] = MODALITIES) -> dict[str, int]:
+    """Write `duration` seconds of the rig's `modalities` to a new bag at `out`; returns message counts
+    per topic."""
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; rosbag2 writes a new directory")
@@ -39,8 +41,9 @@ def record(out: str | Path, duration: float, storage: str = "mcap", fps: float =
         raise ValueError(f"storage must be one of {sorted(STORAGES)}, got {storage!r}")
     if duration <= 0 or fps <= 0:
         raise ValueError("duration and fps must be > 0")
-    schedule = parse_dropouts(dropouts)
-    world = World(seed=seed, size_hw=size, condition=condition, case=case, fps=fps)
+    modalities = check_modalities(modalities)
+    schedule = parse_dropouts(dropouts, modalities)
+    world = World(seed=seed, size_hw=size, condition=condition, case=case, fps=fps, thermal="thermal" in modalities)
     typestore = get_typestore(Stores.ROS2_KILTED)
     counts: dict[str, int] = {}
     frames = int(round(duration * fps))
@@ -50,7 +53,7 @@ def record(out: str | Path, duration: float, storage: str = "mcap", fps: float =
             t = i / fps
             stamp_ns = int(round((start_time + t) * 1e9))
             stamp = Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
-            live = [m for m in MODALITIES if m not in dropped_at(schedule, t)]
+            live = [m for m in modalities if m not in dropped_at(schedule, t)]
             for topic, msg in frame_messages(world.frame_at(t), stamp, live, encoding).items():
                 name = RIG_PREFIX + topic
                 if name not in connections:
@@ -68,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", default="mcap", choices=sorted(STORAGES))
     parser.add_argument("--duration", type=float, required=True, help="seconds of rig time")
     parser.add_argument("--fps", type=float, default=10.0, help="frames per second of rig time")
+    parser.add_argument("--modalities", default=",".join(MODALITIES),
+                        help=f"sensors to record, comma-separated, of {','.join(RENDERABLE)}")
     parser.add_argument("--dropouts", action="append", default=[], metavar="SENSOR:START-END",
                         help="e.g. depth:10-20,rgb:30-35 (seconds from the start); repeat or comma-separate")
     parser.add_argument("--seed", type=int, default=7, help="world seed")
@@ -81,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         counts = record(args.out, args.duration, args.storage, args.fps, args.seed, tuple(args.size),
                         args.condition, args.case, ",".join(args.dropouts),
-                        RigEncoding(depth=args.depth_encoding, rgb=args.rgb_encoding), args.start_time)
+                        RigEncoding(depth=args.depth_encoding, rgb=args.rgb_encoding), args.start_time,
+                        modalities=modality_list(args.modalities))
     except (ValueError, FileExistsError) as exc:
         parser.error(str(exc))
     for topic, n in sorted(counts.items()):

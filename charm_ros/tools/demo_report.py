@@ -3,7 +3,8 @@
 It subscribes to the node's masks and subset and to the rig's ground truth, splits the run into the
 phases of the rig's dropout schedule, and prints per phase: the sensors live, the subset the node
 used, output rate, end-to-end latency and mIoU against the ground truth. At the end it writes a JSON
-summary and a contact sheet (input, ground truth, prediction per phase) and exits, which ends the demo.
+summary and a contact sheet (per phase the RGB input, each single-channel camera's such as thermal,
+ground truth, prediction) and exits, which ends the demo.
 """
 from __future__ import annotations
 
@@ -22,12 +23,15 @@ from std_msgs.msg import String
 
 from charm_core.classes import DELIVER_CLASSES, colorize
 from charm_core.data.augment import resize
+from charm_core.data.base import encode_stored
 from charm_core.metrics import ConfusionMatrix
+from charm_core.modalities import MODALITIES, resolve_modalities
 from charm_ros.msgs import conversions
-from charm_ros.tools.dropouts import Phase, parse_dropouts, phases
+from charm_ros.runtime.node_config import CAMERA_KINDS
+from charm_ros.tools.dropouts import Phase, modality_list, parse_dropouts, phases
 from charm_ros.runtime.parameters import ParamSpec
 from charm_ros.run_node import declare, run_node
-from charm_core.visualize import contact_sheet
+from charm_core.visualize import confidence_to_mono8, contact_sheet
 
 
 @dataclass
@@ -38,12 +42,14 @@ class PhaseStats:
     latencies_ms: list[float] = field(default_factory=list)
     confusion: ConfusionMatrix = field(default_factory=lambda: ConfusionMatrix(len(DELIVER_CLASSES)))
     first_switch_s: float | None = None   # phase start -> first mask on the phase's own subset
-    sample: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # rgb, truth, prediction
+    sample: tuple[np.ndarray, ...] | None = None  # rgb, each single-channel camera, truth, prediction
 
 
 REPORT_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("duration", 40.0, "seconds of rig time to watch"),
     ParamSpec("dropouts", "", "the rig's dropout schedule"),
+    ParamSpec("modalities", ",".join(MODALITIES), "the rig's sensors, in the checkpoint's order (phases are named "
+              "as the node names its ~/subset)"),
     ParamSpec("output_dir", "out/demo", "where the summary JSON and contact sheet go"),
 )
 
@@ -53,7 +59,11 @@ class DemoReport(Node):
         super().__init__("demo_report", **kwargs)
         p = declare(self, REPORT_PARAMETERS)
         self.duration = p["duration"]
-        self.phases = phases(parse_dropouts(p["dropouts"]), self.duration)
+        modalities = modality_list(p["modalities"])
+        self.phases = phases(parse_dropouts(p["dropouts"], modalities), self.duration, modalities)
+        # single-channel cameras (thermal) shown beside RGB, as their spec normalises them for the network
+        self.cameras = {s.name: s for s in resolve_modalities(modalities) if s.kind in CAMERA_KINDS}
+        self.camera_images: dict[str, dict[int, np.ndarray]] = {m: {} for m in self.cameras}
         self.out_dir = Path(p["output_dir"])
         self.stats = [PhaseStats(ph) for ph in self.phases]
         self.truth: dict[int, np.ndarray] = {}
@@ -67,6 +77,8 @@ class DemoReport(Node):
         reliable = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(Image, "~/ground_truth", self._on_truth, sensor)
         self.create_subscription(Image, "~/rgb", self._on_rgb, sensor)
+        for m in self.cameras:
+            self.create_subscription(Image, f"~/{m}", lambda msg, m=m: self._on_camera(m, msg), sensor)
         self.create_subscription(Image, "~/mask", self._on_mask, reliable)
         self.create_subscription(String, "~/subset", lambda msg: setattr(self, "subset", msg.data), reliable)
         self.create_subscription(String, "~/rig_status", self._on_status, 10)
@@ -89,6 +101,11 @@ class DemoReport(Node):
 
     def _on_rgb(self, msg: Image) -> None:
         self.rgb[conversions.stamp_to_ns(msg.header.stamp)] = conversions.image_to_rgb(msg)
+
+    def _on_camera(self, name: str, msg: Image) -> None:
+        stored = conversions.image_to_single_channel(msg)
+        preview = confidence_to_mono8(encode_stored(stored, self.cameras[name]))
+        self.camera_images[name][conversions.stamp_to_ns(msg.header.stamp)] = preview
 
     def _on_mask(self, msg: Image) -> None:
         latency_ms = (self.now() - conversions.stamp_to_sec(msg.header.stamp)) * 1e3
@@ -114,10 +131,11 @@ class DemoReport(Node):
             if stats.first_switch_s is None and subset == stats.phase.name:
                 stats.first_switch_s = t - stats.phase.start
             if stats.sample is None and t >= (stats.phase.start + stats.phase.end) / 2:
-                rgb = self.rgb.get(key)
-                rgb = np.zeros((*truth.shape, 3), np.uint8) if rgb is None else resize(rgb, truth.shape, nearest=False)
-                stats.sample = (rgb, colorize(truth), colorize(mask))
-        for store in (self.truth, self.rgb, self.rig_time, self.pending):  # bounded memory: keep ~10 s
+                inputs = [self.rgb.get(key), *(images.get(key) for images in self.camera_images.values())]
+                inputs = [np.zeros((*truth.shape, 3), np.uint8) if a is None else resize(a, truth.shape, nearest=False)
+                          for a in inputs]
+                stats.sample = (*inputs, colorize(truth), colorize(mask))
+        for store in (self.truth, self.rgb, self.rig_time, self.pending, *self.camera_images.values()):  # ~10 s
             for key in sorted(store)[:-100]:
                 store.pop(key)
 
@@ -156,7 +174,8 @@ class DemoReport(Node):
         samples = [s for s in self.stats if s.sample is not None]
         if samples:
             sheet = contact_sheet([list(s.sample) for s in samples], row_labels=[s.phase.name for s in samples],
-                                  col_labels=["rgb input", "ground truth", "prediction"], tile_hw=(160, 160))
+                                  col_labels=["rgb input", *(f"{m} input" for m in self.cameras), "ground truth",
+                                              "prediction"], tile_hw=(160, 160))
             if cv2.imwrite(str(self.out_dir / "contact_sheet.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
                 written.append(self.out_dir / "contact_sheet.png")
         else:

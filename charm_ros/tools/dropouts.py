@@ -6,8 +6,9 @@ skips recorded messages) and the demo report (which names the phases), so all th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
-from charm_core.modalities import MODALITIES, subset_name
+from charm_core.modalities import MODALITIES
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,15 @@ class Dropout:
         return self.start <= t < self.end
 
 
-def parse_dropouts(text: str) -> list[Dropout]:
-    """Parse 'mod:start-end,...'; `all` expands to every modality. Empty text = no dropouts."""
+def modality_list(text: str) -> tuple[str, ...]:
+    """'rgb, depth,thermal' -> ('rgb', 'depth', 'thermal'): the tools' `modalities` parameters."""
+    return tuple(m.strip() for m in text.split(",") if m.strip())
+
+
+def parse_dropouts(text: str, modalities: Iterable[str] = MODALITIES) -> list[Dropout]:
+    """Parse 'mod:start-end,...' for sensors among `modalities`; `all` expands to every one of them.
+    Empty text = no dropouts."""
+    modalities = tuple(modalities)
     out: list[Dropout] = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, span = item.partition(":")
@@ -34,10 +42,10 @@ def parse_dropouts(text: str) -> list[Dropout]:
             raise ValueError(f"dropout {item!r}: start and end must be seconds") from None
         if not 0 <= start < end:
             raise ValueError(f"dropout {item!r}: need 0 <= start < end")
-        names = MODALITIES if name.strip() == "all" else (name.strip(),)
+        names = modalities if name.strip() == "all" else (name.strip(),)
         for n in names:
-            if n not in MODALITIES:
-                raise ValueError(f"dropout {item!r}: unknown modality {n!r} (one of {', '.join(MODALITIES)}, all)")
+            if n not in modalities:
+                raise ValueError(f"dropout {item!r}: unknown modality {n!r} (one of {', '.join(modalities)}, all)")
             out.append(Dropout(n, start, end))
     return out
 
@@ -50,15 +58,17 @@ def dropped_at(dropouts: list[Dropout], t: float) -> set[str]:
 class Phase:
     start: float
     end: float
-    live: tuple[str, ...]   # modalities the rig publishes during the phase (canonical order)
+    live: tuple[str, ...]   # modalities the rig publishes during the phase (in the order phases() was given)
 
     @property
     def name(self) -> str:
-        return subset_name(self.live) if self.live else "none"
+        """As the node names its subset (~/subset) when `live` is in the model's order."""
+        return "+".join(self.live) if self.live else "none"
 
 
 def phases(dropouts: list[Dropout], duration: float, modalities: tuple[str, ...] = MODALITIES) -> list[Phase]:
-    """Split [0, duration) at every dropout boundary into phases with a constant set of live sensors."""
+    """Split [0, duration) at every dropout boundary into phases with a constant set of live sensors
+    (`modalities`: the rig's, in the model's order)."""
     cuts = sorted({0.0, duration, *(t for d in dropouts for t in (d.start, d.end) if 0 < t < duration)})
     result: list[Phase] = []
     for start, end in zip(cuts, cuts[1:]):

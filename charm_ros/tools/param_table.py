@@ -10,13 +10,14 @@ from pathlib import Path
 
 from charm_core.cli_help import HelpFormatter
 from charm_ros.paths import share_path
-from charm_ros.runtime.node_config import PARAMETERS
+from charm_core.modalities import BUILTIN
+from charm_ros.runtime.node_config import PARAMETERS, camera_params
 from charm_ros.runtime.parameters import ParamSpec, markdown_table
 
 
 def tables() -> dict[str, tuple[ParamSpec, ...]]:
     """Node name -> its parameters, for every table the README carries."""
-    return {"charm": PARAMETERS}
+    return {"charm": PARAMETERS, "charm_thermal": tuple(camera_params(BUILTIN["thermal"]))}
 
 
 def render(readme: str) -> str:

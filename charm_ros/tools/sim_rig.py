@@ -2,8 +2,10 @@
 
 A camera (with co-located LiDAR and event camera) drives along the procedural street of
 charm_core.data.synthetic; every tick renders one frame and publishes RGB / depth / event Images,
-a LiDAR PointCloud2, CameraInfo and the ground-truth labels, all stamped with the capture time.
-Sensors listed in `dropouts` ("depth:5-10,rgb:12-20", seconds since start) stay silent meanwhile.
+a LiDAR PointCloud2, CameraInfo and the ground-truth labels, all stamped with the capture time;
+with `modalities` naming thermal also a thermal camera (mono16 centi-Kelvin, as radiometric drivers
+publish, and as charm-synth writes thermal/). Sensors listed in `dropouts` ("depth:5-10,rgb:12-20",
+seconds since start) stay silent meanwhile.
 """
 from __future__ import annotations
 
@@ -21,17 +23,20 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
 
 from charm_core.data.synthetic import CASES, CONDITIONS, SensorFrame, World
+from charm_core.data.synthetic.export import RENDERABLE, check_modalities
+from charm_core.data.synthetic.thermal import centikelvin
 from charm_core.modalities import MODALITIES
 from charm_ros.msgs import conversions
-from charm_ros.tools.dropouts import dropped_at, parse_dropouts
+from charm_ros.tools.dropouts import dropped_at, modality_list, parse_dropouts
 from charm_ros.runtime.parameters import ParamSpec
 from charm_ros.run_node import declare, run_node
 
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
 RGB_ENCODINGS = ("rgb8", "bgr8")
 # Topics relative to the rig (the live rig publishes them as ~/<name>, bags record /sim_rig/<name>).
-SENSOR_TOPICS = {"rgb": "rgb/image", "depth": "depth/image", "event": "event/image", "lidar": "lidar/points"}
-INFO_TOPICS = {"rgb": "rgb/camera_info", "depth": "depth/camera_info"}
+SENSOR_TOPICS = {"rgb": "rgb/image", "depth": "depth/image", "event": "event/image", "lidar": "lidar/points",
+                 "thermal": "thermal/image"}
+INFO_TOPICS = {"rgb": "rgb/camera_info", "depth": "depth/camera_info", "thermal": "thermal/camera_info"}
 TRUTH_TOPIC = "ground_truth"
 
 
@@ -66,11 +71,13 @@ def frame_messages(frame: SensorFrame, stamp: Time, modalities: Iterable[str], e
             msg = conversions.numpy_to_image(depth, encoding.depth, header)
         elif m == "event":
             msg = conversions.numpy_to_image(frame.event, "rgb8", header)
+        elif m == "thermal":
+            msg = conversions.numpy_to_image(centikelvin(frame.thermal), "mono16", header)
         else:
             msg = conversions.xyzi_to_pointcloud2(frame.lidar, header, frame_id=encoding.lidar_frame_id)
         out[SENSOR_TOPICS[m]] = msg
-        if m in INFO_TOPICS:
-            out[INFO_TOPICS[m]] = conversions.k_to_camera_info(frame.K, frame.rgb.shape[:2], header)
+        if m in INFO_TOPICS:  # registered cameras: the camera's K at the image's own size
+            out[INFO_TOPICS[m]] = conversions.k_to_camera_info(frame.K, (msg.height, msg.width), header)
     out[TRUTH_TOPIC] = conversions.numpy_to_image(frame.labels, "mono8", header)
     return out
 
@@ -81,8 +88,9 @@ RIG_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("fps", 10.0, "frames per second (render rate)"),
     ParamSpec("condition", "sun", "weather / light", choices=CONDITIONS),
     ParamSpec("case", "", "sensor failure ('' = none)", choices=("", *CASES)),
+    ParamSpec("modalities", ",".join(MODALITIES), f"sensors to render and publish, of {', '.join(RENDERABLE)}"),
     ParamSpec("dropouts", "", "e.g. 'depth:5-10,rgb:12-20' (seconds since start)"),
-    *[ParamSpec(f"{m}.rate", 0.0, f"{m} publish rate (Hz, <= fps); 0 = fps") for m in MODALITIES],
+    *[ParamSpec(f"{m}.rate", 0.0, f"{m} publish rate (Hz, <= fps); 0 = fps") for m in RENDERABLE],
     ParamSpec("depth_encoding", "32FC1", "32FC1 (m) or 16UC1 (mm)", choices=DEPTH_ENCODINGS),
     ParamSpec("rgb_encoding", "rgb8", "rgb8 or bgr8", choices=RGB_ENCODINGS),
     ParamSpec("frame_id", "camera_optical_frame", "frame of the camera images"),
@@ -98,8 +106,9 @@ class SimRig(Node):
         p = declare(self, RIG_PARAMETERS)
         seed, size, self.fps = p["seed"], p["size"], p["fps"]
         condition, case, schedule = p["condition"], p["case"], p["dropouts"]
-        self.dropouts = parse_dropouts(schedule)
-        self.rates = {m: p[f"{m}.rate"] or self.fps for m in MODALITIES}
+        self.modalities = check_modalities(modality_list(p["modalities"]))
+        self.dropouts = parse_dropouts(schedule, self.modalities)
+        self.rates = {m: p[f"{m}.rate"] or self.fps for m in self.modalities}
         self.encoding = RigEncoding(depth=p["depth_encoding"], rgb=p["rgb_encoding"], frame_id=p["frame_id"],
                                     lidar_frame_id=p["lidar_frame_id"])
         self.duration = p["duration"]
@@ -107,18 +116,20 @@ class SimRig(Node):
         self._validate(size)
 
         self.world = World(seed=seed, size_hw=(size[0], size[1]), condition=condition, case=case or None,
-                           fps=self.fps)
+                           fps=self.fps, thermal="thermal" in self.modalities)
         qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
         types = {SENSOR_TOPICS["lidar"]: PointCloud2, **{t: CameraInfo for t in INFO_TOPICS.values()}}
-        topics = [*SENSOR_TOPICS.values(), *INFO_TOPICS.values(), TRUTH_TOPIC]
+        topics = [SENSOR_TOPICS[m] for m in self.modalities] + [INFO_TOPICS[m] for m in self.modalities
+                                                                 if m in INFO_TOPICS] + [TRUTH_TOPIC]
         self.pubs = {t: self.create_publisher(types.get(t, Image), f"~/{t}", qos) for t in topics}
         # per frame: its stamp, the rig time and the sensors published (lets observers align to the schedule)
         self.status_pub = self.create_publisher(String, "~/status", 10)
         self.index = 0
         self.start = time.monotonic() + start_delay
         self.create_timer(1.0 / self.fps, self._tick)
-        self.get_logger().info(f"synthetic rig: seed {seed}, {size[1]}x{size[0]} @ {self.fps} Hz, {condition}"
-                               f"{'/' + case if case else ''}, dropouts: {schedule or 'none'}")
+        self.get_logger().info(f"synthetic rig: {'+'.join(self.modalities)}, seed {seed}, {size[1]}x{size[0]} @ "
+                               f"{self.fps} Hz, {condition}{'/' + case if case else ''}, "
+                               f"dropouts: {schedule or 'none'}")
 
     def _validate(self, size: list[int]) -> None:
         """What the specs cannot say alone: the size's shape, and rates relative to fps."""
@@ -146,7 +157,7 @@ class SimRig(Node):
             raise SystemExit(0)
         frame = self.world.frame_at(self.index / self.fps)
         silent = dropped_at(self.dropouts, elapsed)
-        live = [m for m in MODALITIES if m not in silent and self._due(m)]
+        live = [m for m in self.modalities if m not in silent and self._due(m)]
         stamp = self.get_clock().now().to_msg()
         for topic, msg in frame_messages(frame, stamp, live, self.encoding).items():
             self.pubs[topic].publish(msg)
