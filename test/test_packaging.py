@@ -133,3 +133,26 @@ def test_every_help_page_shows_the_defaults(main, option, default, capsys):
     if default is not None:
         options = text.split("options:", 1)[1]
         assert f"(default: {default})" in options.split(option, 1)[1].split(" --", 1)[0], text
+
+
+def test_node_help_lists_topics(capsys):
+    from charm_ros.node import main
+
+    assert main(["charm-node", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "subscribed topics:" in out and "~/rgb/image" in out and "~/lidar/points" in out
+    assert "published topics:" in out and "~/mask" in out and "/diagnostics" in out
+
+
+def test_python_launch_twins_take_the_same_arguments():
+    """charm.launch.py had no rviz argument, sim_demo.launch.py no checkpoint argument (its YAML twin has one)."""
+    import re
+
+    def args(name: str) -> set[str]:
+        text = (ROOT / "launch" / name).read_text()
+        return set(re.findall(r'DeclareLaunchArgument\("(\w+)"', text)) | set(re.findall(r"arg: \{name: (\w+)", text))
+
+    assert {"rviz", "checkpoint", "namespace"} <= args("charm.launch.py")
+    assert {"checkpoint", "rviz", "duration", "dropouts"} <= args("sim_demo.launch.py")
+    assert {"checkpoint", "duration", "dropouts"} <= args("sim_demo.launch.yaml")
+    assert {"checkpoint", "rviz", "namespace", "rgb_topic", "lidar_topic"} <= args("charm.launch.yaml")

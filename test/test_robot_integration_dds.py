@@ -19,7 +19,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 from std_srvs.srv import SetBool
 
-from charm_ros.runtime.node_config import load_param_file
+from charm_ros.runtime.parameters import load_param_file
 from charm_ros.tools.launcher import Launcher, NodeSpec, load_launch_yaml, resolve_executable
 from conftest import ROOT
 from test_node_integration import Recorder, frames_npz, node_on, publish, stop, subscribe, wait_until  # noqa: F401
