@@ -147,10 +147,11 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
 
         def report(topic: str, error: Exception) -> None:
             logger.warning(f"dropped an undecodable message on {topic}: {error}", throttle_duration_sec=5.0)
-    executor = TolerantExecutor(report)
-    executor.add_node(node)
+    executor: TolerantExecutor | None = None
     code = 0
-    try:
+    try:  # the executor too: a Ctrl-C right after start must reach the cleanup below, not a traceback
+        executor = TolerantExecutor(report)
+        executor.add_node(node)
         while executor.context.ok():
             executor.spin_once(timeout_sec=WAKE_S)
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -165,7 +166,8 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
         stop = getattr(node, "shutdown", None)
         if callable(stop):
             stop()
-        executor.shutdown()
+        if executor is not None:
+            executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
         faulthandler.cancel_dump_traceback_later()

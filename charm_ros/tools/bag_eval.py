@@ -29,11 +29,11 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
+from charm_core.checkpoint import read_modality_specs
 from charm_core.cli_help import HelpFormatter
 from charm_core.data.augment import resize
 from charm_core.inference import Predictor
 from charm_core.runtimes import BACKENDS
-from charm_core.checkpoint import read_modality_specs
 from charm_core.metrics import ConfusionMatrix
 from charm_core.modalities import MODALITIES, all_subsets, subset_name
 from charm_ros.msgs import conversions

@@ -135,7 +135,8 @@ class DemoReport(Node):
                 inputs = [np.zeros((*truth.shape, 3), np.uint8) if a is None else resize(a, truth.shape, nearest=False)
                           for a in inputs]
                 stats.sample = (*inputs, colorize(truth), colorize(mask))
-        for store in (self.truth, self.rgb, self.rig_time, self.pending, *self.camera_images.values()):  # ~10 s
+        stores = (self.truth, self.rgb, self.rig_time, self.pending, *self.camera_images.values())
+        for store in stores:  # bounded memory: keep ~10 s
             for key in sorted(store)[:-100]:
                 store.pop(key)
 
