@@ -24,7 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="charm-export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a charm_ros .safetensors checkpoint")
-    parser.add_argument("--out", required=True, help="folder for <subset>.onnx (created)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="folder for <subset>.onnx (created)")
+    target.add_argument("--prepare", choices=("onnxruntime", "tensorrt", "auto"),
+                        help="instead: build the graphs (or engines) of this backend into the runtime cache the "
+                             "node and charm-bag-eval load them from ($CHARM_CACHE_DIR or ~/.cache/charm_ros), so "
+                             "a first start does not export while it runs")
     parser.add_argument("--subsets", nargs="+", metavar="SUBSET",
                         help="e.g. rgb rgb+lidar (default: every non-empty subset of the model's modalities)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
@@ -42,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(size) != 2 or min(size) < 1:
         parser.error("give --size H W (the checkpoint records no input size)" if not size else
                      f"--size {size}: expected two positive integers")
+    if args.prepare:
+        from charm_core.inference import Predictor
+
+        predictor = Predictor.from_checkpoint(args.checkpoint, device="auto", backend=args.prepare)
+        predictor.prepare(subsets, (int(size[0]), int(size[1])), progress=True)
+        status = predictor.status()
+        print(f"{args.checkpoint}: {len(status['ready'])} {predictor.backend} graphs ready in the runtime cache")
+        return 0
     digest = file_sha256(args.checkpoint)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -311,7 +311,7 @@ def test_live_node_matches_offline_evaluation(rig_bag, random_checkpoint, child_
     rclpy_node.create_subscription(String, "/charm/subset", on_subset, reliable)
     rclpy_node.create_subscription(Image, "/charm/mask", on_mask, reliable)
     spec = NodeSpec(command=[resolve_executable("charm_node")], name="charm", params_files=[str(PARAMS)],
-                    parameters={"model.checkpoint": str(random_checkpoint), "use_sim_time": True},
+                    parameters={"model.checkpoint": str(random_checkpoint), "use_sim_time": True, "model.backend": "torch"},
                     remappings=[("~/rgb/image", DEFAULT_TOPICS["rgb"]), ("~/depth/image", DEFAULT_TOPICS["depth"]),
                                 ("~/event/image", DEFAULT_TOPICS["event"]), ("~/lidar/points", DEFAULT_TOPICS["lidar"]),
                                 ("~/rgb/camera_info", DEFAULT_TOPICS["rgb_info"]),

@@ -136,7 +136,7 @@ def node_on(checkpoint, prefix: str, sensors: tuple[str, ...]) -> NodeSpec:
         f"{m}/camera_info" for m in sensors if m in ("rgb", "depth")]
     return NodeSpec(command=[resolve_executable("charm_node")], name="charm",
                     params_files=[str(ROOT / "config" / "charm.param.yaml")],
-                    parameters={"model.checkpoint": str(checkpoint),
+                    parameters={"model.checkpoint": str(checkpoint), "model.backend": "torch",
                                 **{f"{m}.enabled": False for m in MODALITIES if m not in sensors}},
                     remappings=[(f"~/{topic}", f"{prefix}/{topic}") for topic in inputs])
 
@@ -164,7 +164,7 @@ def test_node_degrades_and_recovers_over_dds(frames_npz, random_checkpoint, chil
     node_spec = NodeSpec(
         command=[resolve_executable("charm_node")], name="charm",
         params_files=[str(ROOT / "config" / "charm.param.yaml")],
-        parameters={"model.checkpoint": str(random_checkpoint)},
+        parameters={"model.checkpoint": str(random_checkpoint), "model.backend": "torch"},
         remappings=[(f"~/{m}/image", f"/test/{m}/image") for m in ("rgb", "depth", "event")]
         + [("~/lidar/points", "/test/lidar/points"), ("~/rgb/camera_info", "/test/rgb/camera_info"),
            ("~/depth/camera_info", "/test/depth/camera_info")])
@@ -258,7 +258,7 @@ def test_sim_time_without_a_clock_is_reported_not_silent(random_checkpoint, chil
     subscribe(rclpy_node, rec)
     node_spec = NodeSpec(command=[resolve_executable("charm_node")], name="charm",
                          params_files=[str(ROOT / "config" / "charm.param.yaml")],
-                         parameters={"model.checkpoint": str(random_checkpoint), "use_sim_time": True})
+                         parameters={"model.checkpoint": str(random_checkpoint), "use_sim_time": True, "model.backend": "torch"})
     with Launcher([node_spec], env=child_env):
         message = rec.wait_level(2, 0.0, 30)
     assert message is not None and "/clock" in message, message
@@ -422,7 +422,7 @@ def test_five_sensor_rig_thermal_drops_out_and_returns_over_dds(random_checkpoin
         f"{m}/camera_info" for m in ("rgb", "depth", "thermal")]
     node = NodeSpec(command=[resolve_executable("charm_node")], name="charm",
                     params_files=[str(ROOT / "config" / "charm.param.yaml")],
-                    parameters={"model.checkpoint": str(random_checkpoint5)},
+                    parameters={"model.checkpoint": str(random_checkpoint5), "model.backend": "torch"},
                     remappings=[(f"~/{topic}", f"/sim_rig/{topic}") for topic in inputs])
     rig = NodeSpec(command=[resolve_executable("charm_sim_rig")], name="sim_rig",
                    params_files=[str(ROOT / "config" / "sim_rig.param.yaml")],

@@ -82,7 +82,7 @@ def test_lifecycle_transitions_free_the_model_and_enable_pauses(frames_npz, b0_c
     subscribe(rclpy_node, rec)
     statuses = Statuses(rclpy_node)
     spec = node_on(b0_checkpoint, "/lc", ("rgb",))
-    spec.parameters.update({"autostart": False, "model.input_size": [128, 128]})
+    spec.parameters.update({"autostart": False, "model.input_size": [128, 128], "model.backend": "torch"})
     change = rclpy_node.create_client(ChangeState, "/charm/change_state")
     get = rclpy_node.create_client(GetState, "/charm/get_state")
     enable = rclpy_node.create_client(SetBool, "/charm/enable")
@@ -185,7 +185,8 @@ def test_labeled_points_and_camera_resolution_on_the_rig(random_checkpoint, chil
                     params_files=[str(ROOT / "config" / "charm.param.yaml")],
                     # patient sync: on a loaded machine the rig renders slower than its 10 Hz, and a frame
                     # must still wait for its LiDAR sweep
-                    parameters={"model.checkpoint": str(random_checkpoint), "outputs.resolution": "camera",
+                    parameters={"model.checkpoint": str(random_checkpoint), "model.backend": "torch",
+                                "outputs.resolution": "camera",
                                 "depth.enabled": False, "event.enabled": False, "model.input_size": [128, 128],
                                 "rgb.stale_timeout": 3.0, "lidar.stale_timeout": 3.0, "sync.timeout": 1.0},
                     remappings=[("~/rgb/image", "/sim_rig/rgb/image"),
@@ -271,7 +272,8 @@ async def _watch(port: int, topics: dict[str, type], timeout: float) -> dict[str
 def test_the_demo_can_be_watched_in_foxglove(tmp_path, child_env):
     port = _free_port()
     specs, _ = load_launch_yaml(ROOT / "launch" / "sim_demo.launch.yaml", {
-        "foxglove": "true", "foxglove_port": str(port), "duration": "60.0", "output_dir": str(tmp_path / "demo")})
+        "foxglove": "true", "foxglove_port": str(port), "duration": "60.0", "output_dir": str(tmp_path / "demo"),
+        "backend": "torch"})
     assert [s.name for s in specs] == ["sim_rig", "charm", "demo_report", "foxglove_bridge"]
     topics = {"/charm/overlay": Image, "/charm/subset": String, "/diagnostics": DiagnosticArray}
     with Launcher(specs, env=child_env):
