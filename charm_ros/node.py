@@ -223,9 +223,11 @@ class CharmNode(LifecycleNode):
         engine = self.engine
         calibrated = {t for m, t in self.camera_info_topics.items() if engine is not None and engine.has_camera(m)}
         warnings = self.qos.check(quiet_ok=calibrated)
-        before = {*self.qos_warnings[0].values(), *self.qos_warnings[1].values()}
-        for text in {*warnings[0].values(), *warnings[1].values()} - before:
-            self.get_logger().warning(f"QoS: {text}")
+        # logged when a topic starts being warned about (its text, e.g. a silence's length, changes by itself)
+        before = {*self.qos_warnings[0], *self.qos_warnings[1]}
+        for topic, text in {**warnings[0], **warnings[1]}.items():
+            if topic not in before:
+                self.get_logger().warning(f"QoS: {text}")
         self.qos_warnings = warnings
         if self.state == "active":
             self.latched_info.poll(self.engine.has_camera)
