@@ -18,6 +18,7 @@ import json
 import sys
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -371,6 +372,28 @@ def sensors_of_checkpoint(argv: list[str] | None, default: str) -> tuple[tuple, 
         return DELIVER_SENSORS, exc
 
 
+@contextmanager
+def cli_errors(parser: argparse.ArgumentParser, bag: Path) -> Iterator[None]:
+    """A user's mistake (an unreadable bag or checkpoint, a topic the bag lacks, a bad parameter file)
+    ends charm-bag-eval / charm-bag-export with one line and exit 2, not a traceback."""
+    try:
+        yield
+    except AnyReaderError as exc:
+        parser.error(f"cannot read the bag {bag}: {exc}")
+    except (OSError, ValueError, KeyError) as exc:
+        parser.error(str(exc))
+
+
+def replay_settings(args: argparse.Namespace, keys: tuple[str, ...], sensors: tuple,
+                    sensor_error: ValueError | None) -> tuple[dict[str, str | None], set[str], NodeConfig]:
+    """(topics, topics the user named, node config) of a replay tool's command line: the node's own
+    parameter file validated for the checkpoint's sensors."""
+    if sensor_error is not None:
+        raise sensor_error
+    topics, named = load_topics(args, keys)
+    return topics, named, validate(load_param_file(args.params), sensors)
+
+
 def add_topic_arguments(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
     """--topics FILE and one flag per topic key (shared by charm-bag-eval and charm-bag-export)."""
     defaults = default_topics(keys)
@@ -424,11 +447,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="write /charm/mask, color_mask, camera_info and labeled_points to this bag")
     parser.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="of --write-predictions")
     args = parser.parse_args(argv)
-    try:
-        if sensor_error is not None:
-            raise sensor_error
-        topics, named = load_topics(args, keys)
-        config = validate(load_param_file(args.params), sensors)
+    with cli_errors(parser, args.bag):
+        topics, named, config = replay_settings(args, keys, sensors, sensor_error)
         drop = parse_dropouts(",".join(args.dropouts), tuple(s.name for s in sensors))
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, backend=args.backend)
         if not args.bag.exists():
@@ -438,10 +458,6 @@ def main(argv: list[str] | None = None) -> int:
         check_topics(args.bag, topics, named)
         evaluator = BagEvaluator(predictor, config, topics, drop)
         total = count_messages(args.bag, set(evaluator.topics.values()))
-    except AnyReaderError as exc:
-        parser.error(f"cannot read the bag {args.bag}: {exc}")
-    except (OSError, ValueError, KeyError) as exc:
-        parser.error(str(exc))
     messages: Counter = Counter()
     undecodable: Counter = Counter()
     start = time.perf_counter()

@@ -17,7 +17,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from rosbags.highlevel import AnyReaderError
 from tqdm import tqdm
 
 from charm_core.classes import IGNORE_INDEX, train_to_raw
@@ -29,11 +28,10 @@ from charm_core.data.synthetic.conditions import CONDITIONS
 from charm_core.inference import Predictor
 from charm_core.modalities import ModalitySpec
 from charm_ros.paths import share_path
-from charm_ros.runtime.node_config import validate
-from charm_ros.runtime.parameters import load_param_file
 from charm_ros.runtime.pipeline import FrameSkipped
-from charm_ros.tools.bag_eval import (BagEvaluator, add_topic_arguments, check_topics, count_messages, load_topics,
-                                      read_in_stamp_order, sensors_of_checkpoint, stamp_ns, topic_keys)
+from charm_ros.tools.bag_eval import (BagEvaluator, add_topic_arguments, check_topics, cli_errors, count_messages,
+                                      read_in_stamp_order, replay_settings, sensors_of_checkpoint, stamp_ns,
+                                      topic_keys)
 
 
 def folder_and_token(name: str) -> tuple[str, str]:
@@ -128,11 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.every < 1 or (args.max_frames is not None and args.max_frames < 1) or args.end < args.start:
         parser.error("--every and --max-frames must be >= 1, and --end >= --start")
-    try:
-        if sensor_error is not None:
-            raise sensor_error
-        topics, named = load_topics(args, keys)
-        config = validate(load_param_file(args.params), sensors)
+    with cli_errors(parser, args.bag):
+        topics, named, config = replay_settings(args, keys, sensors, sensor_error)
         predictor = Predictor.from_checkpoint(args.checkpoint, device="cpu")
         if not args.bag.exists():
             raise FileNotFoundError(f"no bag at {args.bag}")
@@ -142,10 +137,6 @@ def main(argv: list[str] | None = None) -> int:
         exporter = BagExporter(predictor, config, topics, args.out, args.condition, args.split,
                                args.sequence or args.bag.name, args.every, args.max_frames, (args.start, args.end))
         total = count_messages(args.bag, set(exporter.topics.values()))
-    except AnyReaderError as exc:
-        parser.error(f"cannot read the bag {args.bag}: {exc}")
-    except (OSError, ValueError, KeyError) as exc:
-        parser.error(str(exc))
     messages: Counter = Counter()
     with tqdm(total=total, desc="charm-bag-export", unit="msg") as bar:
         for topic, msg, at, received in read_in_stamp_order(args.bag, set(exporter.topics.values()),
