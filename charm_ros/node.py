@@ -244,10 +244,12 @@ class CharmNode(LifecycleNode):
         while not stopping.is_set():
             try:
                 self._step(engine)
-            except Exception:
+            except Exception as exc:
                 if stopping.is_set() or not self.context.ok():
                     return  # Ctrl-C shut the context down under us: nothing is left to publish to
-                raise
+                # a bug must not leave the node up but silent: reported, and the next frame tried
+                self.get_logger().error(f"inference step failed: {type(exc).__name__}: {exc}",
+                                        throttle_duration_sec=5.0)
 
     def _step(self, engine: Engine) -> None:
         running = self.enabled.is_set()

@@ -210,6 +210,39 @@ def test_a_camera_info_of_another_size_is_a_camera_info_rejection_not_a_model_fa
     assert result.subset == ("rgb",) and engine.counters.model_error == ""
 
 
+def test_an_image_buffered_before_its_camera_changed_size_is_left_out_not_fatal(world_frame, predictor):
+    """A small RGB image taken while its camera was unknown, then (before the frame holding it is
+    encoded) a full-size image and its CameraInfo: the frame is encoded without the small image (LiDAR alone is left), with the reason. It
+    used to raise out of the encoders and end the node's inference thread (a garbage publisher in CI)."""
+    from sensor_msgs.msg import CameraInfo
+
+    from charm_ros.msgs import conversions
+    from charm_ros.runtime.engine import Engine
+    from charm_ros.runtime.node_config import validate
+
+    engine = Engine(predictor, validate({"model.input_size": [64, 64], "event.enabled": False,
+                                         "depth.enabled": False}))
+    small = conversions.numpy_to_image(world_frame.rgb[:32, :48], "rgb8", frame_id="cam")
+    small.header.stamp.sec = 1
+    lidar = conversions.xyzi_to_pointcloud2(world_frame.lidar, frame_id="lidar")
+    lidar.header.stamp.sec = 1
+    engine.accept("rgb", small, 1.0)  # no camera yet: accepted
+    engine.accept("lidar", lidar, 1.0)
+    [frame] = engine.due(1.0)
+    full = conversions.numpy_to_image(world_frame.rgb, "rgb8", frame_id="cam")  # 128x96
+    full.header.stamp.sec = 2
+    engine.accept("rgb", full, 1.05)
+    K = world_frame.K
+    engine.accept_camera_info("rgb", CameraInfo(height=96, width=128, k=[K[0, 0], 0, K[0, 2], 0, K[1, 1], K[1, 2], 0, 0, 1]))
+    result = engine.run(frame, 2.0)
+    assert result.subset == ("lidar",) and engine.counters.model_error == ""
+    assert "rgb image is 48x32 but the camera it is encoded in is 128x96" in result.skipped["rgb"]
+    alone = Frame(stamp=1.0, reference="rgb", data={"rgb": frame.data["rgb"]}, stamps={"rgb": 1.0})
+    with pytest.raises(FrameSkipped, match="rgb image is 48x32"):
+        engine.run(alone, 2.0)
+    assert engine.counters.frames_skipped == 1
+
+
 @pytest.mark.parametrize("fx, match", [(1e300, "fx 1e\\+300 is not a plausible focal length"),
                                        (1e-300, "fx 1e-300 is not a plausible focal length")])
 def test_implausible_focal_lengths_are_rejected_with_their_value(fx, match):

@@ -148,10 +148,12 @@ class Engine:
         self.counters.in_frames.update(frame.data.keys())
         try:
             encoded = self.pipeline.encode(frame)
-        except FrameSkipped as exc:
+        except (FrameSkipped, ValueError) as exc:  # ValueError: the encoders refused what the checks let by
             self.counters.frames_skipped += 1
             self._leave_out({m: str(exc) for m in frame.data}, now)
-            raise
+            if isinstance(exc, FrameSkipped):
+                raise
+            raise FrameSkipped(f"the encoders refused the frame: {exc}") from exc
         self._leave_out(encoded.skipped, now)
         return encoded
 

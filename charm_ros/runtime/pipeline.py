@@ -209,7 +209,13 @@ class Pipeline:
             camera_hw, K = images_hw[0], _nominal_k(images_hw[0])
         else:
             camera_hw, K = camera.hw, camera.K
+            rgb_hw = data["rgb"].array.shape[:2] if "rgb" in data else camera_hw
+            if rgb_hw != camera_hw:  # taken while its camera was unknown or being replaced
+                skipped["rgb"] = (f"rgb image is {rgb_hw[1]}x{rgb_hw[0]} but the camera it is encoded in is "
+                                  f"{camera_hw[1]}x{camera_hw[0]}")
         usable = {m: s.array for m, s in data.items() if m not in skipped}
+        if not usable:
+            raise FrameSkipped("; ".join(f"{m}: {why}" for m, why in skipped.items()))
         depth_camera = self.cameras.get("depth")
         units = {m: (self.config.units[m], a) for m, a in usable.items() if m in self.config.units}
         images = self.encoder.encode(
