@@ -35,6 +35,7 @@ class QosWatch:
         self.outputs: dict[str, Endpoint] = {}              # resolved topic -> our publisher
         self.events: dict[str, tuple[str, frozenset]] = {}  # topic -> (policy, peers when it came)
         self.heard: dict[str, float] = {}                   # topic -> monotonic time of the last message or change
+        self.warnings: tuple[dict[str, str], dict[str, str]] = ({}, {})  # the last update's check()
 
     # ------------------------------------------------------------------ registration
     def subscription_events(self, topic: str) -> SubscriptionEventCallbacks:
@@ -79,6 +80,15 @@ class QosWatch:
         return policy
 
     # ------------------------------------------------------------------ the check (a timer calls it)
+    def update(self, quiet_ok: set[str] = frozenset()) -> None:
+        """check() into `warnings`, logging each topic when it starts being warned about (not each time
+        its text changes by itself, as a silence's length does)."""
+        before = {*self.warnings[0], *self.warnings[1]}
+        self.warnings = self.check(quiet_ok)
+        for topic, text in {**self.warnings[0], **self.warnings[1]}.items():
+            if topic not in before:
+                self.node.get_logger().warning(f"QoS: {text}")
+
     def check(self, quiet_ok: set[str] = frozenset()) -> tuple[dict[str, str], dict[str, str]]:
         """({sensor: warning}, {output topic: warning}) for /diagnostics; empty where all is well.
         Silence on the topics in `quiet_ok` is fine (a CameraInfo already taken, e.g. latched once)."""

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from charm_core.inference import Predictor
+from charm_core.modalities import all_subsets
 from charm_ros.msgs.conversions import ConversionError
 from charm_ros.runtime.health import ModalityHealth, PipelineHealth
 from charm_ros.runtime.node_config import NodeConfig, resolve_palette
@@ -70,6 +71,24 @@ class Engine:
     @property
     def input_size(self) -> tuple[int, int]:
         return self.pipeline.config.input_size
+
+    @classmethod
+    def load(cls, config: NodeConfig) -> Engine:
+        """The Engine of the node's parameters, its model loaded; graphs for every subset the enabled
+        sensors can form start building in the background (frames run on torch meanwhile). Raises
+        ValueError or OSError with the reason (a missing checkpoint, a sensor it was not trained with)."""
+        predictor = Predictor.from_checkpoint(config.checkpoint, device=config["model.device"],
+                                              precision=config["model.precision"], backend=config["model.backend"])
+        engine = cls(predictor, config)
+        predictor.prepare(all_subsets(tuple(m for m in predictor.modalities if m in config.enabled)),
+                          engine.input_size, background=True)
+        return engine
+
+    def describe(self) -> str:
+        """One line for the log: where and on what the model runs."""
+        p, (h, w) = self.predictor, self.input_size
+        return (f"CHARM on {p.device} ({p.precision}), input {h}x{w}, modalities {', '.join(self.config.enabled)}, "
+                f"checkpoint {self.config.checkpoint}")
 
     def reconfigure(self, config: NodeConfig) -> bool:
         """Swap in run-time parameter changes; True when the palette changed (~/labels to re-latch).

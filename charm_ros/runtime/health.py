@@ -9,6 +9,7 @@ counted, not a level: the per-sensor message names the last rejection.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 OK, WARN, ERROR = 0, 1, 2
@@ -172,6 +173,35 @@ def idle_reports(state: str, output_warnings: dict[str, str]) -> list[StatusRepo
     message = f"{state}: no inference" + (f" ({hint})" if hint else "")
     return [StatusReport("charm: pipeline", OK, message, {"lifecycle_state": state}),
             output_report(output_warnings)]
+
+
+class ReportSchedule:
+    """When /diagnostics goes out: every `period_s`, and at once when the state changes (a sensor dying
+    or returning, the level or the lifecycle state; not the per-frame subset, which alternates by
+    design when a faster reference outruns its partners: 30 Hz RGB, 10 Hz LiDAR)."""
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
+        self.last_state: tuple | None = None
+        self.last_time = -math.inf
+
+    def due(self, lifecycle_state: str, reports: list[StatusReport], now: float) -> tuple[bool, bool]:
+        """(publish now, the state changed: worth a log line) for the reports at monotonic `now`."""
+        pipeline = reports[0]
+        state = (lifecycle_state, pipeline.level, pipeline.values.get("alive"), pipeline.values.get("enabled"))
+        changed = state != self.last_state
+        if not changed and now - self.last_time < self.period_s:
+            return False, False
+        self.last_state, self.last_time = state, now
+        return True, changed
+
+
+def clock_error(ros_time_active: bool, now_ns: int) -> str:
+    """Why nothing can advance when the node runs on /clock that never came."""
+    if ros_time_active and now_ns == 0:
+        return ("use_sim_time is true but no /clock has arrived: sensor liveness and sync timeouts "
+                "cannot advance (play the bag with --clock, or set use_sim_time false)")
+    return ""
 
 
 def _off_clock(m: ModalityHealth) -> bool:

@@ -23,6 +23,7 @@ from charm_core.encoders import SensorGeometry
 from charm_core.inference import PRECISIONS
 from charm_core.runtimes import BACKENDS
 from charm_core.modalities import MODALITIES, ModalitySpec, resolve_modalities
+from charm_ros.msgs.outputs import OUTPUT_TYPES
 from charm_ros.paths import share_path
 from charm_ros.runtime.parameters import ConfigError, ParamSpec, check_all
 from charm_ros.runtime.pipeline import PipelineConfig
@@ -174,6 +175,17 @@ class NodeConfig:
     def geometry(self) -> SensorGeometry:
         return self.pipeline.geometry
 
+    def updated(self, changes: dict[str, Any]) -> NodeConfig:
+        """This config with run-time changes (ros2 param set); raises ConfigError, changing nothing, for
+        a parameter that can only be set at start or a value its spec refuses. Names that are not the
+        node's parameters (use_sim_time, ...) are ignored."""
+        ours = {name: value for name, value in changes.items() if name in self.specs}
+        for name, value in ours.items():
+            if not self.specs[name].dynamic:
+                raise ConfigError(f"{name} can only be set at start")
+            self.specs[name].check(value)
+        return validate({**self.raw, **ours}, self.sensors)
+
 
 def validate(values: dict[str, Any], sensors: tuple[ModalitySpec, ...] = DELIVER_SENSORS) -> NodeConfig:
     """Check every parameter (defaults filled in) of a node with `sensors` (node_sensors) and build the
@@ -266,6 +278,16 @@ def resolve_palette(configured: np.ndarray | None, checkpoint: np.ndarray) -> np
         raise ConfigError(f"outputs.palette has {len(configured)} colours, the checkpoint {len(checkpoint)} "
                           "classes: give one colour per class (or none for the checkpoint's)")
     return configured
+
+
+def topics_help() -> str:
+    """The node's topics for --help: inputs (remap them, or set <sensor>.topic) and outputs."""
+    inputs = [f"  {SPECS[n].default:<24} {SPECS[n].description}" for n in SPECS if n.endswith("topic")] + [
+        f"  {'~/<name>/image':<24} each further camera of the checkpoint (e.g. thermal), with ~/<name>/camera_info"]
+    outputs = [f"  ~/{name:<22} {kind}" for name, kind in OUTPUT_TYPES.items()]
+    return "\n".join(["subscribed topics:", *inputs, "published topics:", *outputs,
+                      f"  {'~/labels':<24} String (latched JSON: classes, palette)",
+                      f"  {'/diagnostics':<24} DiagnosticArray"])
 
 
 def resolve_checkpoint(path: str) -> str:
