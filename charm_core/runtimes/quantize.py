@@ -27,10 +27,13 @@ CALIBRATION_FRAMES = 8
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
 
 
+def calibration_frames(size: tuple[int, int]) -> tuple[dict[str, np.ndarray], ...]:
+    """CALIBRATION_FRAMES synthetic frames {modality: float32 3xHxW}, one drive per condition in turn."""
+    return _render(size, CALIBRATION_FRAMES, CALIBRATION_SEED)
+
+
 @functools.lru_cache(maxsize=4)
-def calibration_frames(size: tuple[int, int], count: int = CALIBRATION_FRAMES,
-                       seed: int = CALIBRATION_SEED) -> tuple[dict[str, np.ndarray], ...]:
-    """`count` synthetic frames {modality: float32 3xHxW}, one drive per condition in turn."""
+def _render(size: tuple[int, int], count: int, seed: int) -> tuple[dict[str, np.ndarray], ...]:
     from charm_core.data.synthetic import CONDITIONS, World
     from charm_core.encoders.frame import FrameEncoder
     from charm_core.encoders.rgb import frame_to_network
