@@ -464,7 +464,7 @@ def test_charm_eval_onnxruntime_matches_torch_per_subset(held_out, shipped_cache
 def test_int8_graphs_are_calibrated_cached_and_keep_fragile_convs_float(rgb_cache, random_checkpoint, tmp_path,
                                                                        monkeypatch):
     cache = _copy(rgb_cache, tmp_path)
-    monkeypatch.setattr("charm_core.runtimes.quantize.CALIBRATION_FRAMES", 2)  # CI time; the record says 2
+    monkeypatch.setattr("charm_core.runtimes.quantize.CALIBRATION_FRAMES", 2)  # CI time: two show the cache
 
     def prepared() -> Predictor:
         predictor = Predictor.from_checkpoint(random_checkpoint, "cpu", "int8", backend="onnxruntime", cache_dir=cache)
