@@ -78,5 +78,7 @@ def test_a_five_sensor_run_names_phases_in_the_models_order_and_shows_the_therma
     assert [(p["live"], p["subset"], p["masks"]) for p in phases] == [
         ("rgb+depth+event+lidar+thermal", "rgb+depth+event+lidar+thermal", 5), ("rgb+depth+event+lidar",) * 2 + (5,)]
     assert phases[1]["switch_s"] == 0.0
+    # masks every 0.2 s of rig time over 0-1 s and 1-2 s: the last one at 1.8 s leaves 0.2 s to the end
+    assert [p["max_gap_s"] for p in phases] == [pytest.approx(0.2), pytest.approx(0.2)]
     tiles = sheet[-160:, -4 * 160:]   # rgb input, thermal input, ground truth, prediction
     assert tiles.shape[1] == 640 and (tiles[:, 160:320] == 128).all(), "290 K in 250..330 K is mid-gray"
