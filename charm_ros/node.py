@@ -10,6 +10,7 @@ says about the node's topics (charm_ros.qos_watch).
 """
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -30,7 +31,6 @@ from charm_ros.run_node import declare, run_node
 from charm_ros.runtime.engine import Engine
 from charm_ros.runtime.health import OK, ReportSchedule, assess, clock_error, idle_reports
 from charm_ros.runtime.node_config import PARAMETERS, ConfigError, checkpoint_sensors, parameters, topics_help, validate
-from charm_ros.runtime.pipeline import Result
 from charm_ros.runtime.worker import InferenceWorker
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -81,7 +81,8 @@ class CharmNode(LifecycleNode):
         self.inputs.open(self.config)
         super().on_activate(state)  # the lifecycle publishers
         self.outputs.publish_labels(self.engine)
-        self.worker = InferenceWorker(self.engine, self.now, self.outputs.listened, self._publish, self._report,
+        self.worker = InferenceWorker(self.engine, self.now, self.outputs.listened,
+                                      functools.partial(self.outputs.publish, self.engine), self._report,
                                       self.enabled, self.context.ok)
         self.worker.start()
         return self._entered("active")
@@ -182,10 +183,7 @@ class CharmNode(LifecycleNode):
         self.config = new
         return SetParametersResult(successful=True)
 
-    # ------------------------------------------------------------------ the worker's results and reports
-    def _publish(self, result: Result, names: list[str]) -> None:
-        self.outputs.publish(self.engine, result, names)
-
+    # ------------------------------------------------------------------ the worker's reports
     def _report(self, level: str, text: str) -> None:
         if level == "warning":  # two call sites: rclpy fixes a call site's severity at its first use
             self.get_logger().warning(text, throttle_duration_sec=5.0)

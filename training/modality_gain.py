@@ -4,7 +4,7 @@
         --conditions night fog
 
 For every evaluated subset S that holds the `--with` modalities and not `--add`, the row pairs S with
-S + add (named in the model's order, as charm-eval names subsets): mIoU over the classes present, per
+S + add (found by its members, named as charm-eval names it): mIoU over the classes present, per
 condition, and the difference. The last line counts the pairs where adding helped.
 """
 from __future__ import annotations
@@ -15,19 +15,14 @@ import sys
 from pathlib import Path
 
 
-def subset_with(name: str, add: str, order: list[str]) -> str:
-    """`name` + `add`, in the model's modality order."""
-    members = set(name.split("+")) | {add}
-    return "+".join(m for m in order if m in members)
-
-
 def gain_table(details: dict, add: str, required: list[str], conditions: list[str]) -> tuple[str, int, int]:
     """(markdown table, pairs where adding raised mIoU in every condition, pairs)."""
     per_condition = details["per_condition"]
     names = list(details["subsets"])
-    order = max((n.split("+") for n in names), key=len)  # the full set, in the model's order
-    if add not in order:
-        raise ValueError(f"{add} is not among the evaluated modalities {order}")
+    by_members = {frozenset(n.split("+")): n for n in names}
+    evaluated = sorted(set().union(*by_members))
+    if add not in evaluated:
+        raise ValueError(f"{add} is not among the evaluated modalities {evaluated}")
     missing = [c for c in conditions if not any(c in conds for conds in per_condition.values())]
     if missing:
         raise ValueError(f"no frames of condition {missing} in these details")
@@ -38,8 +33,8 @@ def gain_table(details: dict, add: str, required: list[str], conditions: list[st
         members = name.split("+")
         if add in members or not all(r in members for r in required):
             continue
-        other = subset_with(name, add, order)
-        if other not in per_condition:
+        other = by_members.get(frozenset(members) | {add})
+        if other is None:
             continue
         cells, all_up = [], True
         for c in conditions:

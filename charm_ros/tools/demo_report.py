@@ -37,13 +37,16 @@ from charm_core.visualize import confidence_to_mono8, contact_sheet
 @dataclass
 class PhaseStats:
     phase: Phase
-    masks: int = 0
     subsets: Counter = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     confusion: ConfusionMatrix = field(default_factory=lambda: ConfusionMatrix(len(DELIVER_CLASSES)))
     first_switch_s: float | None = None   # phase start -> first mask on the phase's own subset
     times: list[float] = field(default_factory=list)  # rig time of every scored mask
     sample: tuple[np.ndarray, ...] | None = None  # rgb, each single-channel camera, truth, prediction
+
+    @property
+    def masks(self) -> int:
+        return len(self.times)
 
 
 REPORT_PARAMETERS: tuple[ParamSpec, ...] = (
@@ -125,7 +128,6 @@ class DemoReport(Node):
             truth = self.truth[key]
             if truth.shape != mask.shape:  # a checkpoint trained at another size: score at the mask's
                 truth = resize(truth, mask.shape, nearest=True)
-            stats.masks += 1
             stats.times.append(t)
             stats.subsets[subset] += 1
             stats.latencies_ms.append(latency_ms)
