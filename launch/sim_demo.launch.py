@@ -1,5 +1,5 @@
 """ros2 launch charm_ros sim_demo.launch.py [duration:=40.0] [dropouts:=...] [checkpoint:=...] [rviz:=false]
-[foxglove:=false] [foxglove_port:=8765] [autostart:=true]
+[foxglove:=false] [foxglove_port:=8765] [autostart:=true] [prerender:=0.0]
 
 The synthetic sensor rig with scripted dropouts, the charm node on its topics, and the demo report
 (which ends the launch when done). Same graph as sim_demo.launch.yaml (used by `make demo`)."""
@@ -25,7 +25,8 @@ def generate_launch_description():
     duration = LaunchConfiguration("duration")
     dropouts = LaunchConfiguration("dropouts")
     rig = Node(package="charm_ros", executable="charm-sim-rig", name="sim_rig",
-               parameters=[os.path.join(config, "sim_rig.param.yaml"), {"dropouts": dropouts, "start_delay": 4.0}])
+               parameters=[os.path.join(config, "sim_rig.param.yaml"), {"dropouts": dropouts, "start_delay": 4.0,
+                                                                       "prerender": LaunchConfiguration("prerender")}])
     node = Node(package="charm_ros", executable="charm-node", name="charm",
                 parameters=[os.path.join(config, "charm.param.yaml"), {"autostart": LaunchConfiguration("autostart"),
                                                                        "model.checkpoint": LaunchConfiguration("checkpoint")}],
@@ -54,6 +55,8 @@ def generate_launch_description():
         DeclareLaunchArgument("autostart", default_value="true", description="configure + activate the node"),
         DeclareLaunchArgument("foxglove", default_value="false", description="stream to Foxglove (WebSocket)"),
         DeclareLaunchArgument("foxglove_port", default_value="8765"),
+        DeclareLaunchArgument("prerender", default_value="0.0",
+                              description="seconds of the drive the rig renders before its first frame (0 = live)"),
         rig, node, report, rviz, foxglove,
         RegisterEventHandler(OnProcessExit(target_action=report, on_exit=[EmitEvent(event=Shutdown())])),
     ])

@@ -399,6 +399,42 @@ def test_a_slower_sensor_goes_into_every_frame(frames_npz, random_checkpoint, ch
     assert all(abs(s * 30 - round(s * 30)) < 1e-3 for _, s, _ in masks), "masks carry the camera's stamps"
 
 
+def test_the_rig_publishes_the_frames_it_rendered_ahead_and_then_renders_live(child_env, rclpy_node):
+    """prerender: the first frames are rendered before the rig starts; what it publishes, ahead or live
+    after them, is the drive at the frame's rig time (matched to the image by the status' stamp)."""
+    from charm_ros.msgs.conversions import image_to_numpy, stamp_to_ns
+
+    lock, images, frame_of = threading.Lock(), {}, {}
+
+    def on_image(msg: Image) -> None:
+        with lock:
+            images[stamp_to_ns(msg.header.stamp)] = image_to_numpy(msg)
+
+    def on_status(msg: String) -> None:
+        status = json.loads(msg.data)
+        with lock:
+            frame_of[status["stamp"][0] * 10**9 + status["stamp"][1]] = status["frame"]
+
+    qos = QoSProfile(depth=20, reliability=ReliabilityPolicy.BEST_EFFORT)
+    rclpy_node.create_subscription(Image, "/sim_rig/rgb/image", on_image, qos)
+    rclpy_node.create_subscription(String, "/sim_rig/status", on_status, 20)
+    rig = NodeSpec(command=[resolve_executable("charm_sim_rig")], name="sim_rig",
+                   params_files=[str(ROOT / "config" / "sim_rig.param.yaml")],
+                   parameters={"modalities": "rgb", "size": [48, 64], "prerender": 0.5, "start_delay": 1.0})
+
+    def published() -> dict[int, np.ndarray]:
+        with lock:
+            return {frame_of[s]: img for s, img in images.items() if s in frame_of}
+
+    with Launcher([rig], env=child_env):
+        got = wait_until(lambda: (lambda p: p if sum(k >= 5 for k in p) >= 3 and min(p) < 5 else None)(
+            published()), 60)
+    assert got, f"frames seen: {sorted(published())}"
+    world = World(seed=7, size_hw=(48, 64), fps=10.0)
+    for k in sorted(got):
+        np.testing.assert_array_equal(got[k], world.frame_at(k / 10.0).rgb, err_msg=f"frame {k}")
+
+
 def test_five_sensor_rig_thermal_drops_out_and_returns_over_dds(random_checkpoint5, child_env, rclpy_node):
     """A five-modality checkpoint (rgb, depth, event, lidar, thermal) on the five-sensor rig: masks on all
     five, thermal dropping out switches ~/subset within 1 s with no gap over 1 s, and it comes back;

@@ -9,6 +9,7 @@ import pytest
 from charm_core.classes import CLASS_ID, DELIVER_CLASSES, IGNORE_INDEX
 from charm_core.data.synthetic import CASES, CONDITIONS, World
 from charm_core.data.synthetic.export import FRAMES_PER_SEQUENCE, plan, write_dataset
+from charm_core.data.synthetic.render_ahead import CHUNK, render_ahead
 from charm_core.encoders import FrameEncoder, project_points
 from charm_core.encoders.geometry import transform_points
 
@@ -58,6 +59,23 @@ def test_frames_iterates_the_drive_and_matches_random_access():
     fresh = World(5, size_hw=(64, 64), fps=5.0).frame_at(0.4)      # no previous render to reuse
     for name in ("rgb", "depth", "event", "lidar", "labels"):
         np.testing.assert_array_equal(getattr(frames[2], name), getattr(fresh, name))
+
+
+def test_frames_rendered_ahead_in_workers_are_the_live_drive_in_order():
+    args = dict(seed=4, size_hw=(48, 64), condition="night", fps=5.0, thermal=True)
+    count = CHUNK + 3  # two chunks: the second starts without the first's camera render
+    calls = []
+    ahead = render_ahead(args, count, workers=2, progress=lambda done, total: calls.append((done, total)))
+    live = World(**args)
+    assert [f.stamp for f in ahead] == [k / 5.0 for k in range(count)]
+    for k in (0, CHUNK - 1, CHUNK, count - 1):
+        expected = live.frame_at(k / 5.0)
+        for name in ("rgb", "depth", "event", "lidar", "labels", "thermal"):
+            np.testing.assert_array_equal(getattr(ahead[k], name), getattr(expected, name), err_msg=f"{name} {k}")
+    assert calls == [(CHUNK, count), (count, count)]
+    assert render_ahead(args, 0) == []
+    with pytest.raises(ValueError, match="condition"):
+        render_ahead(dict(args, condition="hail"), 2)
 
 
 def test_labels_follow_the_pinhole_camera(sun_frames):

@@ -5,11 +5,15 @@ charm_core.data.synthetic; every tick renders one frame and publishes RGB / dept
 a LiDAR PointCloud2, CameraInfo and the ground-truth labels, all stamped with the capture time;
 with `modalities` naming thermal also a thermal camera (mono16 centi-Kelvin, as radiometric drivers
 publish, and as charm-synth writes thermal/). Sensors listed in `dropouts` ("depth:5-10,rgb:12-20",
-seconds since start) stay silent meanwhile.
+seconds since start) stay silent meanwhile. With `prerender` the first seconds of the drive are rendered
+before the first frame, in worker processes, and only published while the rig runs (see
+charm_core.data.synthetic.render_ahead: live rendering costs about a core at 10 Hz).
 """
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ from std_msgs.msg import Header, String
 
 from charm_core.data.synthetic import CASES, CONDITIONS, SensorFrame, World
 from charm_core.data.synthetic.export import RENDERABLE, check_modalities
+from charm_core.data.synthetic.render_ahead import render_ahead
 from charm_core.data.synthetic.thermal import centikelvin
 from charm_core.modalities import MODALITIES
 from charm_ros.msgs import conversions
@@ -97,6 +102,8 @@ RIG_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("lidar_frame_id", "lidar", "frame of the point cloud"),
     ParamSpec("duration", 0.0, "stop after this many seconds (0 = run until shut down)"),
     ParamSpec("start_delay", 0.0, "seconds to wait before the first frame (lets subscribers start)", minimum=0.0),
+    ParamSpec("prerender", 0.0, "seconds of the drive rendered before the first frame, on every core, then only "
+              "published (0 = render live; about 1.5 MB of memory per frame)", minimum=0.0, maximum=600.0),
 )
 
 
@@ -115,8 +122,10 @@ class SimRig(Node):
         start_delay = p["start_delay"]
         self._validate(size)
 
-        self.world = World(seed=seed, size_hw=(size[0], size[1]), condition=condition, case=case or None,
-                           fps=self.fps, thermal="thermal" in self.modalities)
+        world_args = dict(seed=seed, size_hw=(size[0], size[1]), condition=condition, case=case or None,
+                          fps=self.fps, thermal="thermal" in self.modalities)
+        self.world = World(**world_args)
+        self.ahead = self._render_ahead(world_args, p["prerender"])
         qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
         types = {SENSOR_TOPICS["lidar"]: PointCloud2, **{t: CameraInfo for t in INFO_TOPICS.values()}}
         topics = [SENSOR_TOPICS[m] for m in self.modalities] + [INFO_TOPICS[m] for m in self.modalities
@@ -144,6 +153,26 @@ class SimRig(Node):
         if problems:
             raise ValueError("; ".join(problems))
 
+    def _render_ahead(self, world_args: dict, seconds: float) -> list[SensorFrame]:
+        """The frames of the first `seconds`, rendered now with progress in the log ([] for none)."""
+        count = math.ceil(seconds * self.fps)
+        if not count:
+            return []
+        log, start, reported = self.get_logger(), time.monotonic(), [0]
+
+        def progress(done: int, total: int) -> None:
+            if done * 10 // total > reported[0] or done == total:
+                reported[0] = done * 10 // total
+                log.info(f"rendering ahead: {done}/{total} frames ({time.monotonic() - start:.0f} s)")
+
+        workers = len(os.sched_getaffinity(0))
+        log.info(f"rendering the first {seconds:g} s ({count} frames) ahead in {workers} processes")
+        frames = render_ahead(world_args, count, workers=workers, progress=progress)
+        size = sum(a.nbytes for f in frames for a in (f.rgb, f.depth, f.event, f.lidar, f.labels, f.thermal)
+                   if a is not None)
+        log.info(f"rendered {count} frames ahead in {time.monotonic() - start:.1f} s ({size / 2**20:.0f} MB)")
+        return frames
+
     def _due(self, modality: str) -> bool:
         """Publish `modality` on the frames where its (lower) rate crosses an integer count."""
         ratio = self.rates[modality] / self.fps
@@ -155,7 +184,7 @@ class SimRig(Node):
             return
         if self.duration and elapsed >= self.duration:
             raise SystemExit(0)
-        frame = self.world.frame_at(self.index / self.fps)
+        frame = self.ahead[self.index] if self.index < len(self.ahead) else self.world.frame_at(self.index / self.fps)
         silent = dropped_at(self.dropouts, elapsed)
         live = [m for m in self.modalities if m not in silent and self._due(m)]
         stamp = self.get_clock().now().to_msg()

@@ -40,7 +40,7 @@ FOLDERS = {"rgb": ("img", "rgb"), "hha": ("hha", "depth"), "depth": ("depth", "d
 RENDERABLE = ("rgb", "depth", "event", "lidar", "thermal")
 # spawn, not fork: forking a process whose BLAS/OpenCV/tqdm threads hold locks can deadlock the
 # workers. Scripts calling write_dataset with workers > 1 need the usual `if __name__ == "__main__":`.
-_START_METHOD = "spawn"
+START_METHOD = "spawn"
 _THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # Half of the sequences are clean; the other half is spread evenly over the five failure cases.
 _CASE_SLOTS: tuple[str | None, ...] = (None,) * len(CASES) + CASES
@@ -109,7 +109,7 @@ def _condition_blocks(shuffled: list[tuple[str, str | None]]) -> list[tuple[str,
 
 
 @contextmanager
-def _single_threaded_children():
+def single_threaded_children():
     """Workers spawned inside inherit os.environ: one BLAS/OpenMP thread each, so N workers use N
     cores instead of fighting over them (the renderer's small matrix products gain nothing from threads).
     The parent's environment is restored on exit."""
@@ -197,8 +197,8 @@ def write_dataset(out: str | Path, counts: dict[str, int], size: tuple[int, int]
     hist = np.zeros(len(DELIVER_CLASSES) + 1, np.int64)
     with tqdm(total=total, unit="frame", disable=not progress, desc="charm-synth") as bar:
         if workers > 1:
-            with _single_threaded_children():
-                pool = multiprocessing.get_context(_START_METHOD).Pool(workers, initializer=_init_worker)
+            with single_threaded_children():
+                pool = multiprocessing.get_context(START_METHOD).Pool(workers, initializer=_init_worker)
             with pool:
                 for n, h in pool.imap_unordered(_render_task, tasks):
                     hist += h
