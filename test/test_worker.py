@@ -115,6 +115,9 @@ def test_diagnostics_go_out_every_period_and_at_once_on_a_change():
     assert schedule.due("active", report(WARN, alive=""), 0.6) == (True, True), "a sensor died"
     assert schedule.due("active", report(WARN, alive=""), 1.7) == (True, False), "the period"
     assert schedule.due("inactive", report(WARN, alive=""), 1.8) == (True, True), "the lifecycle state"
+    qos = [*report(WARN, alive=""), StatusReport("charm: rgb", WARN, "/rgb: a QoS mismatch", {})]
+    assert schedule.due("inactive", qos, 1.9) == (True, False), "a sensor's level: at once, no log line"
+    assert schedule.due("inactive", qos, 2.0) == (False, False)
 
 
 def test_a_sim_clock_that_never_came_is_named():

@@ -178,21 +178,24 @@ def idle_reports(state: str, output_warnings: dict[str, str]) -> list[StatusRepo
 class ReportSchedule:
     """When /diagnostics goes out: every `period_s`, and at once when the state changes (a sensor dying
     or returning, the level or the lifecycle state; not the per-frame subset, which alternates by
-    design when a faster reference outruns its partners: 30 Hz RGB, 10 Hz LiDAR)."""
+    design when a faster reference outruns its partners: 30 Hz RGB, 10 Hz LiDAR) or any status' level
+    does (a QoS mismatch appearing or fixed: a warning a user waits for, which a period would delay)."""
 
     def __init__(self, period_s: float) -> None:
         self.period_s = period_s
         self.last_state: tuple | None = None
+        self.last_levels: tuple = ()
         self.last_time = -math.inf
 
     def due(self, lifecycle_state: str, reports: list[StatusReport], now: float) -> tuple[bool, bool]:
-        """(publish now, the state changed: worth a log line) for the reports at monotonic `now`."""
+        """(publish now, the pipeline's state changed: worth a log line) for the reports at monotonic `now`."""
         pipeline = reports[0]
         state = (lifecycle_state, pipeline.level, pipeline.values.get("alive"), pipeline.values.get("enabled"))
+        levels = tuple((r.name, r.level) for r in reports)
         changed = state != self.last_state
-        if not changed and now - self.last_time < self.period_s:
+        if not changed and levels == self.last_levels and now - self.last_time < self.period_s:
             return False, False
-        self.last_state, self.last_time = state, now
+        self.last_state, self.last_levels, self.last_time = state, levels, now
         return True, changed
 
 
