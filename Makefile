@@ -29,7 +29,8 @@ demo: venv
 	$(RUN_ROS) $(VENV)/bin/charm-launch launch/sim_demo.launch.yaml --timeout $(DEMO_TIMEOUT) checkpoint:=$(DEMO_CHECKPOINT) $(DEMO_ARGS)
 
 # The same with a thermal camera and the five-modality checkpoint (rgb, depth, event, lidar, thermal):
-# 31 graphs to build the first time (about 4 minutes on 2 cores).
+# 31 graphs to build the first time (about 4 minutes on 2 cores); the rig then renders the drive before
+# it starts (about 35 s), so that the node, not the rig's rendering, sets the rate.
 DEMO5_CHECKPOINT ?= models/charm_tiny_thermal_synthetic.safetensors
 demo5: venv
 	$(VENV)/bin/charm-export --checkpoint $(DEMO5_CHECKPOINT) --prepare auto
