@@ -11,6 +11,7 @@ from charm_core.modalities import MODALITIES, all_subsets
 from charm_core.model import ARCHS, BACKBONES, ModelConfig, build_model
 from charm_core.model.fusion import alignment_loss, mean_fusion
 from charm_core.model.mpu import MPUBlock, window_plan
+from charm_core.model.semantic_projector import SemanticProjector, project_all
 
 # Not multiples of 32 nor of the window: stage maps 20x18, 10x9, 5x5, 3x3 exercise padding and shifts.
 H, W = 80, 72
@@ -112,6 +113,24 @@ def test_gradients_reach_present_projectors_only() -> None:
                 assert all(g is None or g.abs().sum() == 0 for g in grads), m
         re_grad = stage.evaluator.weight.grad
         assert re_grad[[0, 3]].abs().sum(dim=1).min() > 0 and re_grad[[1, 2]].abs().sum() == 0
+
+
+def test_all_modalities_projected_at_once_equal_each_projector_alone() -> None:
+    """project_all: one depthwise convolution over the modalities' channels side by side and a batched
+    1x1 equal each modality's own SemanticProjector, values and gradients."""
+    torch.manual_seed(0)
+    projectors = [SemanticProjector(8) for _ in range(3)]
+    for p in projectors:  # nonzero everywhere: a mixed-up filter or modality would show
+        for t in p.parameters():
+            t.data.normal_(0.0, 0.3)
+    feats = torch.randn(3, 2, 6, 5, 8, requires_grad=True)
+    alone = torch.stack([p(f) for p, f in zip(projectors, feats)])
+    grads_alone = torch.autograd.grad(alone.square().sum(), [feats, projectors[1].dw7.weight, projectors[2].pw.bias])
+    fused = project_all(projectors, feats)
+    grads = torch.autograd.grad(fused.square().sum(), [feats, projectors[1].dw7.weight, projectors[2].pw.bias])
+    torch.testing.assert_close(fused, alone, rtol=1e-5, atol=1e-5)
+    for got, expected in zip(grads, grads_alone):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_re_weights_are_a_softmax_over_present_modalities() -> None:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from charm_core.model.mpu import MutualPerceptionUnit
-from charm_core.model.semantic_projector import SemanticProjector
+from charm_core.model.semantic_projector import SemanticProjector, project_all
 
 
 class RobustnessEvaluator(nn.Module):
@@ -58,7 +58,7 @@ class CharmFusion(nn.Module):
                 available: Tensor | None) -> tuple[Tensor, Tensor]:
         """feats [M', B, h, w, C] in `present` order -> (fused [B, h, w, C], RE weights [M', B, h, w])."""
         index = [self.modalities.index(m) for m in present]
-        p = torch.stack([self.projectors[m](f) for m, f in zip(present, feats)])
+        p = project_all([self.projectors[m] for m in present], feats)
         weights = self.evaluator(p, index, available)
         s = p[0] * weights[0, ..., None]  # [B, h, w, C], accumulated without an [M', B, h, w, C] product
         for pm, wm in zip(p[1:], weights[1:]):
