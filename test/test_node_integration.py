@@ -426,9 +426,13 @@ def test_the_rig_publishes_the_frames_it_rendered_ahead_and_then_renders_live(ch
         with lock:
             return {frame_of[s]: img for s, img in images.items() if s in frame_of}
 
+    def ahead_and_live() -> dict[int, np.ndarray] | None:
+        """Frames seen once some of the 5 rendered ahead and 3 rendered live are in."""
+        seen = published()
+        return seen if any(k < 5 for k in seen) and sum(k >= 5 for k in seen) >= 3 else None
+
     with Launcher([rig], env=child_env):
-        got = wait_until(lambda: (lambda p: p if sum(k >= 5 for k in p) >= 3 and min(p) < 5 else None)(
-            published()), 60)
+        got = wait_until(ahead_and_live, 60)
     assert got, f"frames seen: {sorted(published())}"
     world = World(seed=7, size_hw=(48, 64), fps=10.0)
     for k in sorted(got):

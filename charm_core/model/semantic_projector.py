@@ -1,8 +1,8 @@
 """Semantic Projector (SP): maps one modality's backbone feature into the shared semantic space."""
 from __future__ import annotations
 
-import torch.nn.functional as F
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
