@@ -217,12 +217,13 @@ def test_window_masks_match_swin_shifted_windows(h: int, w: int, ws: int, shifts
     assert torch.equal(allowed, expected)
 
 
-def test_mpu_block_matches_a_per_token_reference() -> None:
+@pytest.mark.parametrize("heads", [1, 2])
+def test_mpu_block_matches_a_per_token_reference(heads: int) -> None:
     """Gather/mask bookkeeping vs a plain loop: each query attends the present modalities' tokens
-    of its (shifted) window, heads as in the module."""
+    of its (shifted) window, heads as in the module (one head takes its own path)."""
     torch.manual_seed(0)
     c, h, w, ws, shifts = 64, 6, 7, 4, (2, 2)
-    block = MPUBlock(c, heads=2, mlp_ratio=2.0, symmetric=False).eval()
+    block = MPUBlock(c, heads=heads, mlp_ratio=2.0, symmetric=False).eval()
     s, p = torch.randn(2, h, w, c), torch.randn(2, 2, h, w, c)  # M'=2, B=2
     embed = torch.randn(2, c)
     available = torch.tensor([[True, True], [False, True]])

@@ -20,6 +20,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import torch.nn.functional as F
 
 from charm_core.checkpoint import load_checkpoint, save_checkpoint
 from charm_core.data.deliver import DeliverDataset
@@ -30,7 +31,8 @@ from charm_core.model import ModelConfig, build_model
 from charm_core.runtimes import resolve_backend
 from charm_core.runtimes import onnx_backend, tensorrt_backend
 from charm_core.runtimes.cache import GraphCache, file_sha256, record_path, write_artifact
-from charm_core.runtimes.graph import GraphSpec, exporter_version, graph_metadata
+from charm_core.runtimes.graph import (GraphSpec, ResizeChannelsLast, decide, decide_in_graph, exporter_version,
+                                      graph_metadata, runtime_graph)
 from charm_core.train.cli import eval_main
 from conftest import ROOT
 
@@ -111,6 +113,59 @@ def test_charm_export_writes_checked_graphs_with_provenance(random_checkpoint, t
     assert labels.dtype == np.uint8
     assert (labels == Predictor.from_checkpoint(random_checkpoint, "cpu").predict(frame)[0]).mean() >= 0.999
     assert "| rgb+lidar |" in capsys.readouterr().out
+
+
+class _Decision(torch.nn.Module):
+    """The graphs' tail alone: 1/4-resolution logits -> upsampled channels-last -> labels, confidence."""
+
+    def __init__(self, size: tuple[int, int]):
+        super().__init__()
+        self.size = size
+
+    def forward(self, quarter: torch.Tensor):
+        shape = (quarter.shape[0], *self.size, quarter.shape[1])
+        logits = ResizeChannelsLast.apply(quarter.permute(0, 2, 3, 1), tuple(int(n) for n in shape))
+        labels, confidence = decide_in_graph(logits)
+        return labels, confidence, logits.permute(0, 3, 1, 2)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("quarter_size,size", [((16, 16), (64, 64)), ((15, 17), (58, 67))])
+def test_the_graphs_decide_on_channels_last_upsampled_logits_as_torch_does(quarter_size, size, tmp_path):
+    """Sizes that are no multiple of 4 included: ONNX Runtime's Resize of the channels-last tensor
+    gives F.interpolate's logits, and softmax + TopK give `decide`'s labels and confidence."""
+    torch.manual_seed(0)
+    quarter = torch.randn(1, 25, *quarter_size) * 4
+    expected = F.interpolate(quarter, size=size, mode="bilinear", align_corners=False)
+    labels, confidence = decide(expected)
+    path = tmp_path / "decision.onnx"
+    torch.onnx.export(_Decision(size), (quarter,), path, dynamo=False, opset_version=18,
+                      input_names=["quarter"], output_names=["labels", "confidence", "logits"])
+    graph = onnx.load(path)
+    (resize,) = [n for n in graph.graph.node if n.op_type == "Resize"]
+    consumers = {n.op_type: n for n in graph.graph.node if resize.output[0] in n.input}
+    # the decision reads the resized tensor as it is; only the logits (for checks) are transposed back
+    assert set(consumers) == {"Softmax", "Transpose"} and consumers["Transpose"].output[0] == "logits"
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"quarter": quarter.numpy()})
+    np.testing.assert_allclose(got[2], expected.numpy(), atol=1e-4)  # float rounding of the coordinates
+    assert (got[0] == labels.numpy()).mean() >= 0.999
+    np.testing.assert_allclose(got[1], confidence.numpy(), atol=1e-5)
+
+
+def test_runtimes_load_the_graph_without_its_logits_and_answer_the_same(rgb_cache, random_checkpoint):
+    """ONNX Runtime runs every node of a graph, fetched or not: what a runtime loads has no logits
+    output and none of the nodes that only fed it, and gives the file's labels and confidence."""
+    data = _graph_path(rgb_cache, random_checkpoint).read_bytes()
+    full, cut = onnx.load_from_string(data), onnx.load_from_string(runtime_graph(data))
+    assert [o.name for o in cut.graph.output] == ["labels", "confidence"]
+    produced = {o for n in cut.graph.node for o in n.output}
+    assert "logits" not in produced and len(cut.graph.node) < len(full.graph.node)
+    assert {i.name for i in cut.graph.initializer} <= {i for n in cut.graph.node for i in n.input}
+    feed = {"rgb": _frame(modalities=("rgb",))["rgb"][None]}
+    expected = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(["labels", "confidence"], feed)
+    got = ort.InferenceSession(cut.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_allclose(got[1], expected[1], rtol=1e-6)  # the same kernels, up to their last bit
 
 
 def test_charm_export_answers_mistakes_in_one_line(random_checkpoint, tmp_path, capsys):

@@ -10,12 +10,12 @@ permute (a channels_last NCHW view), so no layout copies are made between stages
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from charm_core.model.attention import Attention
 
 
 @dataclass(frozen=True)
@@ -79,31 +79,19 @@ class OverlapPatchEmbed(nn.Module):
         return self.norm(map_to_tokens(x)), h, w
 
 
-class EfficientSelfAttention(nn.Module):
+class EfficientSelfAttention(Attention):
     """Self-attention whose keys/values come from a map shrunk by `sr_ratio` (cost N*N/sr^2)."""
 
     def __init__(self, dim: int, heads: int, sr_ratio: int):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
-        self.heads = heads
-        self.scale = 1.0 / math.sqrt(dim // heads)  # SDPA's default, as a constant (traced graphs fold it)
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
+        super().__init__(dim, heads)
         self.sr_ratio = sr_ratio
         if sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)
             self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, h: int, w: int) -> Tensor:
-        n, length, c = x.shape
-        q = self.q(x).view(n, length, self.heads, -1).transpose(1, 2)  # [N, heads, L, d]
-        if self.sr_ratio > 1:
-            x = self.norm(map_to_tokens(self.sr(tokens_to_map(x, h, w))))
-        k, v = self.kv(x).view(n, -1, 2, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
-        return self.proj(out.transpose(1, 2).reshape(n, length, c))
+        keys = self.norm(map_to_tokens(self.sr(tokens_to_map(x, h, w)))) if self.sr_ratio > 1 else x
+        return super().forward(x, keys)
 
 
 class DWConv(nn.Module):

@@ -14,12 +14,13 @@ stage and shift and reused by every block.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from charm_core.model.attention import Attention
 
 Shifts = tuple[int, int]
 
@@ -136,30 +137,6 @@ def _additive(allowed: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
 
 
-class WindowCrossAttention(nn.Module):
-    """Multi-head attention of window query tokens to window key/value tokens."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
-        self.heads = heads
-        self.scale = 1.0 / math.sqrt(dim // heads)  # SDPA's default, as a constant (traced graphs fold it)
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, queries: Tensor, keys: Tensor, mask: Tensor | None) -> Tensor:
-        """queries [N, L, C], keys [N, S, C], additive mask [N, 1, L or 1, S] or None -> [N, L, C]."""
-        n, length, c = queries.shape
-        q = self.q(queries).view(n, length, self.heads, -1).transpose(1, 2)
-        k, v = self.kv(keys).view(n, keys.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
-        if mask is not None and mask.dtype != q.dtype:  # autocast runs q/k/v in half precision
-            mask = mask.to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
-        return self.proj(out.transpose(1, 2).reshape(n, length, c))
-
-
 class MPUBlock(nn.Module):
     """Pre-norm block: [symmetric: modalities read S] -> S reads the modalities -> MLP on S."""
 
@@ -167,7 +144,7 @@ class MPUBlock(nn.Module):
         super().__init__()
         self.norm_s = nn.LayerNorm(dim)
         self.norm_m = nn.LayerNorm(dim)
-        self.attn = WindowCrossAttention(dim, heads)
+        self.attn = Attention(dim, heads)
         self.norm_mlp = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
@@ -176,7 +153,7 @@ class MPUBlock(nn.Module):
             # of this block's S->modalities attention and of the following blocks.
             self.norm_rev_m = nn.LayerNorm(dim)
             self.norm_rev_s = nn.LayerNorm(dim)
-            self.attn_rev = WindowCrossAttention(dim, heads)
+            self.attn_rev = Attention(dim, heads)
         self.symmetric = symmetric
 
     def forward(self, s: Tensor, p: Tensor, embed: Tensor, plan: WindowPlan,

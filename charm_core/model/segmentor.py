@@ -34,10 +34,13 @@ class Segmentor(nn.Module):
         self.decoder = SegFormerHead(mit.embed_dims, cfg.resolved_decoder_dim, cfg.num_classes)
 
     def forward(self, inputs: dict[str, Tensor], available: Tensor | None = None, with_aux: bool = False,
-                detach_backbone: bool = False) -> Tensor | tuple[Tensor, dict[str, Tensor | list[Tensor]]]:
+                detach_backbone: bool = False,
+                upsample: bool = True) -> Tensor | tuple[Tensor, dict[str, Tensor | list[Tensor]]]:
         """Logits, or (logits, aux) with `with_aux` (the form to use through DistributedDataParallel).
 
         `detach_backbone` stops gradients at the shared encoder (the trainer's gradient-isolated InE path).
+        `upsample=False` returns the head's logits at 1/4 resolution, before the bilinear upsampling
+        (exported graphs upsample them channels-last, the layout their per-pixel decision reads).
 
         aux: "re_weights" (charm; per stage [B, len(cfg.modalities), h, w], zero for absent
         modalities) and "align_loss" (align; differentiable scalar).
@@ -56,7 +59,9 @@ class Segmentor(nn.Module):
             if with_aux and self.cfg.arch == "align":
                 losses = [alignment_loss(f, s, avail) for f, s in zip(feats, fused)]
                 aux["align_loss"] = torch.stack(losses).mean()
-        logits = F.interpolate(self.decoder(list(fused)), size=(h, w), mode="bilinear", align_corners=False)
+        logits = self.decoder(list(fused))
+        if upsample:
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
         return (logits, aux) if with_aux else logits
 
     def _encode(self, x: Tensor, avail: Tensor | None) -> list[Tensor]:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from charm_core.runtimes.graph import runtime_graph
+
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
 TENSORRT_EP = "TensorrtExecutionProvider"
@@ -64,14 +66,15 @@ def providers_for(device: torch.device, precision: str, available: list[str],
 
 
 class OrtRunner:
-    """Runs one subset graph: {modality: 3xHxW float} -> (labels uint8 HxW, confidence float32 HxW)."""
+    """Runs one subset graph: {modality: 3xHxW float} -> (labels uint8 HxW, confidence float32 HxW);
+    `graph` is the graph as exported (its logits output is cut off here)."""
 
     def __init__(self, graph: bytes, device: torch.device, precision: str, threads: int | None = None,
                  engine_cache: Path | None = None):
         import onnxruntime as ort
 
         providers = providers_for(device, precision, available_providers(), engine_cache)
-        self.session = ort.InferenceSession(graph, session_options(threads), providers=providers)
+        self.session = ort.InferenceSession(runtime_graph(graph), session_options(threads), providers=providers)
         self.inputs = [i.name for i in self.session.get_inputs()]
         provider = self.session.get_providers()[0]
         self.name = "onnxruntime" if provider == CPU_EP else f"onnxruntime ({provider})"

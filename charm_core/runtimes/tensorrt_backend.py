@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from charm_core.runtimes.cache import GraphCache, cached_build
-from charm_core.runtimes.graph import GraphSpec
+from charm_core.runtimes.graph import GraphSpec, runtime_graph
 
 ENGINE_PRECISIONS = ("fp32", "fp16")
 
@@ -42,12 +42,13 @@ def _current(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def build_engine(graph: bytes, precision: str) -> bytes:
-    """A serialized engine for an ONNX graph (static shapes: no optimisation profile needed)."""
+    """A serialized engine for an exported ONNX graph, built without its logits output (static shapes: no
+    optimisation profile needed)."""
     trt = _tensorrt()
     builder = trt.Builder(_logger())
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, _logger())
-    if not parser.parse(graph):
+    if not parser.parse(runtime_graph(graph)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse the graph: {errors}")
     config = builder.create_builder_config()
