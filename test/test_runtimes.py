@@ -133,7 +133,7 @@ class _Decision(torch.nn.Module):
 @pytest.mark.parametrize("quarter_size,size", [((16, 16), (64, 64)), ((15, 17), (58, 67))])
 def test_the_graphs_decide_on_channels_last_upsampled_logits_as_torch_does(quarter_size, size, tmp_path):
     """Sizes that are no multiple of 4 included: ONNX Runtime's Resize of the channels-last tensor
-    gives F.interpolate's logits, and softmax + TopK give `decide`'s labels and confidence."""
+    gives F.interpolate's logits, and ArgMax + softmax give `decide`'s labels and confidence."""
     torch.manual_seed(0)
     quarter = torch.randn(1, 25, *quarter_size) * 4
     expected = F.interpolate(quarter, size=size, mode="bilinear", align_corners=False)
@@ -145,7 +145,7 @@ def test_the_graphs_decide_on_channels_last_upsampled_logits_as_torch_does(quart
     (resize,) = [n for n in graph.graph.node if n.op_type == "Resize"]
     consumers = {n.op_type: n for n in graph.graph.node if resize.output[0] in n.input}
     # the decision reads the resized tensor as it is; only the logits (for checks) are transposed back
-    assert set(consumers) == {"Softmax", "Transpose"} and consumers["Transpose"].output[0] == "logits"
+    assert set(consumers) == {"ArgMax", "Softmax", "Transpose"} and consumers["Transpose"].output[0] == "logits"
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"quarter": quarter.numpy()})
     np.testing.assert_allclose(got[2], expected.numpy(), atol=1e-4)  # float rounding of the coordinates
     assert (got[0] == labels.numpy()).mean() >= 0.999
