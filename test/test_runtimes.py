@@ -31,8 +31,8 @@ from charm_core.model import ModelConfig, build_model
 from charm_core.runtimes import resolve_backend
 from charm_core.runtimes import onnx_backend, tensorrt_backend
 from charm_core.runtimes.cache import GraphCache, file_sha256, record_path, write_artifact
-from charm_core.runtimes.graph import (GraphSpec, ResizeChannelsLast, decide, decide_in_graph, exporter_version,
-                                      graph_metadata, runtime_graph)
+from charm_core.runtimes.graph import (GraphSpec, decide, exporter_version, graph_metadata, runtime_graph,
+                                      upsample_and_decide)
 from charm_core.train.cli import eval_main
 from conftest import ROOT
 
@@ -123,10 +123,7 @@ class _Decision(torch.nn.Module):
         self.size = size
 
     def forward(self, quarter: torch.Tensor):
-        shape = (quarter.shape[0], *self.size, quarter.shape[1])
-        logits = ResizeChannelsLast.apply(quarter.permute(0, 2, 3, 1), tuple(int(n) for n in shape))
-        labels, confidence = decide_in_graph(logits)
-        return labels, confidence, logits.permute(0, 3, 1, 2)
+        return upsample_and_decide(quarter, self.size)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")

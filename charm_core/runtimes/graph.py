@@ -69,6 +69,15 @@ class ResizeChannelsLast(torch.autograd.Function):
                     cubic_coeff_a_f=-0.75, nearest_mode_s="floor")
 
 
+def upsample_and_decide(quarter: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
+    """The graphs' tail: the head's logits [B, K, h, w] -> labels [B, H, W] uint8, confidence [B, H, W]
+    and logits [B, K, H, W], upsampled channels-last and decided there (`size` = (H, W))."""
+    shape = tuple(int(n) for n in (quarter.shape[0], size[0], size[1], quarter.shape[1]))
+    logits = ResizeChannelsLast.apply(quarter.permute(0, 2, 3, 1), shape)  # [B, H, W, K]
+    labels, confidence = decide_in_graph(logits)
+    return labels.to(torch.uint8), confidence, logits.permute(0, 3, 1, 2)
+
+
 def exporter_version() -> str:
     """What produced a graph; a graph made by anything else is rebuilt, never run."""
     return f"{FORMAT}; torch {torch.__version__}; torchscript exporter; opset {OPSET}"
@@ -117,10 +126,7 @@ class SubsetGraph(nn.Module):
 
     def forward(self, *inputs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         quarter = self.model(dict(zip(self.subset, inputs)), upsample=False)  # [B, K, H/4, W/4]
-        shape = (quarter.shape[0], inputs[0].shape[2], inputs[0].shape[3], quarter.shape[1])
-        logits = ResizeChannelsLast.apply(quarter.permute(0, 2, 3, 1), tuple(int(n) for n in shape))  # [B, H, W, K]
-        labels, confidence = decide_in_graph(logits)
-        return labels.to(torch.uint8), confidence, logits.permute(0, 3, 1, 2)
+        return upsample_and_decide(quarter, tuple(inputs[0].shape[2:]))
 
 
 @dataclass(frozen=True)
