@@ -166,6 +166,7 @@ def test_the_engine_counts_what_it_rejects_runs_and_leaves_out(world_frame, pred
 
     engine = Engine(predictor, validate({"model.input_size": [64, 64], "depth.enabled": False,
                                          "event.enabled": False}))
+    assert "(fp32, backend torch), input 64x64, modalities rgb, lidar" in engine.describe()
     rgb = conversions.numpy_to_image(world_frame.rgb, "rgb8", frame_id="cam")
     rgb.header.stamp.sec = 1
     lidar = conversions.xyzi_to_pointcloud2(world_frame.lidar, frame_id="lidar")

@@ -87,7 +87,8 @@ class Engine:
     def describe(self) -> str:
         """One line for the log: where and on what the model runs."""
         p, (h, w) = self.predictor, self.input_size
-        return (f"CHARM on {p.device} ({p.precision}), input {h}x{w}, modalities {', '.join(self.config.enabled)}, "
+        return (f"CHARM on {p.device} ({p.precision}, backend {p.backend}), input {h}x{w}, "
+                f"modalities {', '.join(self.config.enabled)}, "
                 f"checkpoint {self.config.checkpoint}")
 
     def reconfigure(self, config: NodeConfig) -> bool:
