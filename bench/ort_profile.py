@@ -41,7 +41,8 @@ def kernel_flops(op: str, inputs: list[list[int]], outputs: list[list[int]]) -> 
     out = math.prod(outputs[0])
     if op == "Conv":  # weight [C_out, C_in / groups, kh, kw]
         return 2 * out * math.prod(inputs[1][1:])
-    # A holds M x K per batch and the output M x N per batch (A transposed or not): K = |A| N / |out|
+    # A holds M x K per batch and the output M x N per batch (A transposed or not; A is not broadcast
+    # over the batch in CHARM's graphs): K = |A| N / |out|
     return 2 * out * (math.prod(inputs[0]) * outputs[0][-1] // out)
 
 
