@@ -105,7 +105,9 @@ def main() -> None:
     by_op: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])  # nodes, µs, FLOPs
     for op, us, flops in nodes.values():
         row = by_op[op]
-        row[0], row[1], row[2] = row[0] + 1, row[1] + us, row[2] + flops
+        row[0] += 1
+        row[1] += us
+        row[2] += flops
     total = sum(r[1] for r in by_op.values())
     mm_us = sum(r[1] for op, r in by_op.items() if op in MATMUL_OPS)
     mm_flops = sum(r[2] for r in by_op.values())
