@@ -125,10 +125,10 @@ class Signature:
     count: float = 0.0   # valid fraction (depth) or returns (LiDAR)
 
 
-def _blocks(image: np.ndarray) -> np.ndarray:
+def _blocks(image: np.ndarray, samples: int = BLOCK_SAMPLES) -> np.ndarray:
     """An HxW image subsampled and cut into GRID x GRID blocks: (GRID, GRID, n) float32 samples."""
     h, w = image.shape[:2]
-    step = max(1, min(h, w) // (GRID * BLOCK_SAMPLES))
+    step = max(1, min(h, w) // (GRID * samples))
     small = image[::step, ::step]
     bh, bw = small.shape[0] // GRID, small.shape[1] // GRID
     if bh == 0 or bw == 0:
@@ -146,10 +146,10 @@ def _lidar_signature(points: np.ndarray) -> Signature:
     """Mean log range per (azimuth sector, elevation band) of the cloud, and its number of returns; log
     range, so that a near point jittering across a sector edge moves a mean little."""
     x, y, z = points[:, 0], points[:, 1], points[:, 2]
-    flat = np.hypot(x, y)
-    log_range = 0.5 * np.log(np.maximum(flat * flat + z * z, 1e-6))
+    flat2 = x * x + y * y
+    log_range = np.log(np.maximum(flat2 + z * z, 1e-6))  # 2 log(range)
     sector = ((np.arctan2(y, x) + np.pi) * (LIDAR_SECTORS / (2 * np.pi))).astype(np.int64)
-    band = (np.arctan2(z, flat) * LIDAR_RINGS).astype(np.int64) + LIDAR_RINGS // 2
+    band = (z * LIDAR_RINGS / np.sqrt(np.maximum(flat2, 1e-6))).astype(np.int64) + LIDAR_RINGS // 2  # tan(elevation)
     cell = np.clip(sector, 0, LIDAR_SECTORS - 1) * LIDAR_RINGS + np.clip(band, 0, LIDAR_RINGS - 1)
     size = LIDAR_SECTORS * LIDAR_RINGS
     sums = np.bincount(cell, weights=log_range, minlength=size)
@@ -163,15 +163,15 @@ def inspect(sensor: str, array: np.ndarray, config: HealthConfig) -> tuple[Signa
     if sensor == "depth":
         return _inspect_depth(array, config)
     blocks = _blocks(_gray(array))
-    means, stds = blocks.mean(axis=2), blocks.std(axis=2)
-    signature = Signature(means)
+    signature = Signature(blocks.mean(axis=2))
     if sensor == "event":  # no events is a still scene, not a fault: only saturation is
-        active = float((blocks > 0).mean())
+        active = np.count_nonzero(blocks) / blocks.size
         if active > config.event_saturated_fraction:
             return signature, Finding("saturated", f"events at {active:.0%} of pixels")
         return signature, Finding()
+    means = signature.values
     if sensor == "rgb":
-        return signature, _image_finding(means, stds, config)
+        return signature, _image_finding(means, blocks.std(axis=2), config)
     spread = float(means.max() - means.min())  # a single-channel camera in physical units (thermal: K)
     if spread < config.thermal_flat_k:
         return signature, Finding("flat", f"flat field, block means within {spread:.2f}")
@@ -194,7 +194,7 @@ def _image_finding(means: np.ndarray, stds: np.ndarray, config: HealthConfig) ->
 
 
 def _inspect_depth(depth: np.ndarray, config: HealthConfig) -> tuple[Signature, Finding]:
-    blocks = _blocks(depth)
+    blocks = _blocks(depth, samples=BLOCK_SAMPLES // 2)
     valid = blocks > 0
     valid_fraction = float(valid.mean())
     signature = Signature(blocks.mean(axis=2), valid_fraction)
