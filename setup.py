@@ -25,7 +25,7 @@ setup(
         # One rule: charm-<tool>. The underscore names of the first release stay as aliases.
         "console_scripts": [
             "charm-launch = charm_ros.tools.launcher:main",
-            "charm-node = charm_ros.node:main",
+            "charm-node = charm_ros.node.charm_node:main",
             "charm-sim-rig = charm_ros.tools.sim_rig:main",
             "charm-demo-report = charm_ros.tools.demo_report:main",
             "charm-synth = charm_core.data.synth_cli:main",
@@ -38,7 +38,7 @@ setup(
             "charm-foxglove-bridge = charm_ros.tools.foxglove_bridge:main",
             "charm-export = charm_core.export:main",
             "charm_launch = charm_ros.tools.launcher:main",
-            "charm_node = charm_ros.node:main",
+            "charm_node = charm_ros.node.charm_node:main",
             "charm_sim_rig = charm_ros.tools.sim_rig:main",
             "charm_demo_report = charm_ros.tools.demo_report:main",
         ],

@@ -72,7 +72,9 @@ def publisher(frames: Path, control: Path) -> None:
     from std_msgs.msg import Header
 
     from charm_core.malloc_tuning import retain_freed_memory
-    from charm_ros.msgs.conversions import k_to_camera_info, numpy_to_image, xyzi_to_pointcloud2
+    from charm_ros.msgs.camera_info import k_to_camera_info
+    from charm_ros.msgs.images import numpy_to_image
+    from charm_ros.msgs.pointclouds import xyzi_to_pointcloud2
 
     retain_freed_memory()
     data = dict(np.load(frames))  # an NpzFile would decompress a whole array on every access
@@ -124,7 +126,7 @@ def standalone_forward(checkpoint: str, frames: Path, subset: tuple[str, ...], r
 
     cfg = validate(load_param_file(ROOT / "config" / "charm.param.yaml"))
     data = dict(np.load(frames))
-    pipeline = Pipeline.for_node(Predictor.from_checkpoint(checkpoint, device="cpu"), cfg)
+    pipeline = Pipeline.for_node(Predictor.from_checkpoint(checkpoint, device="cpu"), cfg.pipeline, cfg.enabled)
     pipeline.set_camera("rgb", data["K"], (256, 256))
     pipeline.set_camera("depth", data["K"], (256, 256))
     forward = []
@@ -162,7 +164,7 @@ def main() -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from charm_ros.msgs.conversions import stamp_to_sec
+    from charm_ros.msgs.fields import stamp_to_sec
     from charm_ros.tools.launcher import Launcher, NodeSpec, resolve_executable
 
     frames, control = prepare(args.subsets[0], "node_latency_")

@@ -37,7 +37,7 @@ def relay(subset: str) -> None:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-    from charm_ros.msgs.conversions import numpy_to_image
+    from charm_ros.msgs.images import numpy_to_image
 
     sensors = subset.split("+")
     expected = messages_per_frame(subset)
@@ -78,7 +78,7 @@ def main() -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from charm_ros.msgs.conversions import stamp_to_sec
+    from charm_ros.msgs.fields import stamp_to_sec
 
     frames, control = bench.prepare(args.subsets[0], "ros_floor_")
     arrivals: list[tuple[float, float]] = []

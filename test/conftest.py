@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from charm_ros.tools import env as ros_env
+from charm_ros import env as ros_env
 
 ROOT = Path(__file__).resolve().parents[1]
 NODES = Path(__file__).resolve().parent / "nodes"
@@ -80,7 +80,7 @@ def rclpy_node(domain_id: int):
 
     import rclpy
 
-    from charm_ros.run_node import TolerantExecutor
+    from charm_ros.node.host import TolerantExecutor
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain_id)

@@ -20,11 +20,13 @@ from rosbags.typesys import Stores, get_typestore
 from charm_core.data.synthetic import World
 from charm_core.encoders import Letterbox
 from charm_core.inference import Predictor
-from charm_ros.tools.bag_eval import (DEFAULT_TOPICS, BagEvaluator, count_messages, main as bag_eval_main,
-                               read_in_stamp_order, stamp_ns)
+from charm_ros.bags.evaluator import BagEvaluator
+from charm_ros.bags.reader import count_messages, read_in_stamp_order, stamp_ns
+from charm_ros.bags.topics import DEFAULT_TOPICS
+from charm_ros.tools.bag_eval import main as bag_eval_main
 from charm_ros.tools.bag_play import main as bag_play_main
 from charm_ros.tools.bag_record import RIG_PREFIX, record
-from charm_ros.tools.dropouts import parse_dropouts
+from charm_ros.runtime.dropouts import parse_dropouts
 from charm_ros.runtime.node_config import validate
 from charm_ros.runtime.parameters import load_param_file
 from charm_ros.tools.sim_rig import RigEncoding, frame_messages
@@ -292,7 +294,7 @@ def test_live_node_matches_offline_evaluation(rig_bag, random_checkpoint, child_
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    from charm_ros.msgs.conversions import image_to_numpy
+    from charm_ros.msgs.images import image_to_numpy
     from charm_ros.tools.launcher import Launcher, NodeSpec, resolve_executable
 
     masks: list[tuple[int, np.ndarray]] = []       # in publication order

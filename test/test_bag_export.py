@@ -11,7 +11,9 @@ from charm_core.inference import Predictor
 from charm_core.train.cli import eval_main, train_main
 from charm_ros.runtime.node_config import validate
 from charm_ros.runtime.parameters import load_param_file
-from charm_ros.tools.bag_eval import DEFAULT_TOPICS, BagEvaluator, read_in_stamp_order
+from charm_ros.bags.evaluator import BagEvaluator
+from charm_ros.bags.reader import read_in_stamp_order
+from charm_ros.bags.topics import DEFAULT_TOPICS
 from charm_ros.tools.bag_export import main as export_main
 from charm_ros.tools.bag_record import main as record_main
 from conftest import ROOT

@@ -11,7 +11,8 @@ from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CompressedImage
 
 from charm_ros.msgs.compressed import is_transport_topic
-from charm_ros.msgs.conversions import ConversionError, image_to_depth_m, image_to_numpy, image_to_rgb
+from charm_ros.msgs.fields import ConversionError
+from charm_ros.msgs.images import image_to_depth_m, image_to_numpy, image_to_rgb
 
 BAG_COMPRESSED = get_typestore(Stores.ROS2_KILTED).types["sensor_msgs/msg/CompressedImage"]
 RNG = np.random.default_rng(3)

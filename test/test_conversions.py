@@ -17,10 +17,10 @@ from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
 from std_msgs.msg import Header
 
-from charm_ros.msgs.conversions import (
-    ConversionError, camera_info_summary, camera_info_to_k, image_to_depth_m, image_to_numpy, image_to_rgb,
-    k_to_camera_info, numpy_to_image, pointcloud2_to_xyzi, stamp_to_ns, stamp_to_sec, xyzi_to_pointcloud2,
-)
+from charm_ros.msgs.camera_info import camera_info_summary, camera_info_to_k, k_to_camera_info
+from charm_ros.msgs.fields import ConversionError, stamp_to_ns, stamp_to_sec
+from charm_ros.msgs.images import image_to_depth_m, image_to_numpy, image_to_rgb, numpy_to_image
+from charm_ros.msgs.pointclouds import pointcloud2_to_xyzi, xyzi_to_pointcloud2
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 BAG = {name: TYPESTORE.types[f"{pkg}/msg/{name}"] for pkg, name in (
@@ -541,7 +541,8 @@ def test_modules_import_and_work_without_ros():
                     raise ImportError("ROS is blocked in this test: " + name)
         sys.meta_path.insert(0, NoRos())
         from types import SimpleNamespace as NS
-        from charm_ros.msgs.conversions import image_to_numpy, pointcloud2_to_xyzi
+        from charm_ros.msgs.images import image_to_numpy
+        from charm_ros.msgs.pointclouds import pointcloud2_to_xyzi
         from charm_ros.runtime.sync import ModalityConfig, SyncConfig, Synchronizer
         img = NS(height=1, width=2, encoding="mono8", is_bigendian=0, step=3, data=b"\\x01\\x02\\x09")
         assert image_to_numpy(img).tolist() == [[1, 2]]

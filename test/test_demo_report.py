@@ -8,7 +8,7 @@ import rclpy
 from rclpy.parameter import Parameter
 from std_msgs.msg import Header, String
 
-from charm_ros.msgs import conversions
+from charm_ros.msgs import images
 from charm_ros.tools.demo_report import DemoReport
 
 
@@ -27,11 +27,11 @@ def feed(node: DemoReport, truth: np.ndarray, mask: np.ndarray, with_rgb: bool =
         header = Header(frame_id="camera")
         header.stamp.sec, header.stamp.nanosec = 100, i * 100_000_000
         node._on_status(String(data=json.dumps({"stamp": [100, i * 100_000_000], "t": i * 0.2, "live": []})))
-        node._on_truth(conversions.numpy_to_image(truth, "mono8", header))
+        node._on_truth(images.numpy_to_image(truth, "mono8", header))
         if with_rgb:
-            node._on_rgb(conversions.numpy_to_image(np.zeros((*truth.shape, 3), np.uint8), "rgb8", header))
+            node._on_rgb(images.numpy_to_image(np.zeros((*truth.shape, 3), np.uint8), "rgb8", header))
         node.subset = "rgb+depth+event+lidar"
-        node._on_mask(conversions.numpy_to_image(mask, "mono8", header))
+        node._on_mask(images.numpy_to_image(mask, "mono8", header))
 
 
 def test_a_mask_at_another_resolution_is_scored_against_resized_truth(report_node, tmp_path, capsys):
@@ -64,12 +64,12 @@ def test_a_five_sensor_run_names_phases_in_the_models_order_and_shows_the_therma
             header = Header(frame_id="camera")
             header.stamp.sec, header.stamp.nanosec = 100, i * 100_000_000
             node._on_status(String(data=json.dumps({"stamp": [100, i * 100_000_000], "t": i * 0.2, "live": []})))
-            node._on_truth(conversions.numpy_to_image(truth, "mono8", header))
-            node._on_rgb(conversions.numpy_to_image(np.zeros((64, 64, 3), np.uint8), "rgb8", header))
+            node._on_truth(images.numpy_to_image(truth, "mono8", header))
+            node._on_rgb(images.numpy_to_image(np.zeros((64, 64, 3), np.uint8), "rgb8", header))
             thermal = np.full((64, 64), 29000, np.uint16)  # 290 K
-            node._on_camera("thermal", conversions.numpy_to_image(thermal, "mono16", header))
+            node._on_camera("thermal", images.numpy_to_image(thermal, "mono16", header))
             node.subset = "rgb+depth+event+lidar+thermal" if i < 5 else "rgb+depth+event+lidar"
-            node._on_mask(conversions.numpy_to_image(truth, "mono8", header))
+            node._on_mask(images.numpy_to_image(truth, "mono8", header))
         phases = node.report()["phases"]
         sheet = cv2.imread(str(tmp_path / "demo5" / "contact_sheet.png"))
     finally:

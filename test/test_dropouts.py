@@ -1,7 +1,7 @@
 """The dropout schedule shared by the rig, the bag evaluator and the demo report."""
 import pytest
 
-from charm_ros.tools.dropouts import Dropout, dropped_at, parse_dropouts, phases
+from charm_ros.runtime.dropouts import Dropout, dropped_at, parse_dropouts, phases
 
 
 def test_parse_and_query():

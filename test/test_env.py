@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from charm_ros.tools.env import DEFAULT_DOMAIN_ID, ros_environment
+from charm_ros.env import DEFAULT_DOMAIN_ID, ros_environment
 
 LISTENER = """
 import sys, time, rclpy

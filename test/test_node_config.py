@@ -3,8 +3,11 @@ import numpy as np
 import pytest
 
 from charm_ros.runtime.health import ERROR, OK, WARN, ModalityHealth, PipelineHealth, assess
-from charm_ros.runtime.node_config import PARAMETERS, ConfigError, parse_palette, resolve_palette, validate
+from charm_core.encoders import SensorGeometry
+from charm_ros.runtime.node_config import PARAMETERS, SPECS, ConfigError, parse_palette, resolve_palette, validate
 from charm_ros.runtime.parameters import load_param_file
+from charm_ros.runtime.pipeline import PipelineConfig
+from charm_ros.runtime.sync import ModalityConfig, SyncConfig
 from conftest import ROOT
 
 
@@ -16,6 +19,25 @@ def test_param_file_lists_exactly_the_declared_parameters_and_validates():
     assert [m.name for m in cfg.sync.modalities] == ["rgb", "depth", "event", "lidar"]
     assert cfg.geometry.T_cam_lidar[1, 3] == pytest.approx(-0.3)
     assert cfg.checkpoint.endswith("models/charm_tiny_synthetic.safetensors")
+
+
+def test_param_file_values_are_the_spec_defaults_but_the_rigs_mounting():
+    values = load_param_file(ROOT / "config" / "charm.param.yaml")
+    assert {name for name, value in values.items() if value != SPECS[name].default} == {"geometry.lidar_to_camera"}
+
+
+def test_the_engines_dataclass_defaults_are_the_spec_defaults():
+    """A SyncConfig, PipelineConfig or SensorGeometry built without the node (tests, benches, the bag
+    tools' library use) behaves as a node with default parameters."""
+    cfg = validate({})
+    sync, pipeline, geometry = SyncConfig([ModalityConfig("rgb")]), PipelineConfig(), SensorGeometry()
+    assert (ModalityConfig("rgb").time_offset, ModalityConfig("rgb").stale_timeout) == (
+        SPECS["rgb.time_offset"].default, SPECS["rgb.stale_timeout"].default)
+    for name in ("max_skew", "timeout", "buffer_size"):
+        assert getattr(sync, name) == getattr(cfg.sync, name), name
+    for name in ("min_confidence", "lidar_intensity_field", "lidar_intensity_scale", "output_resolution"):
+        assert getattr(pipeline, name) == getattr(cfg.pipeline, name), name
+    assert (geometry.camera_height, geometry.camera_pitch) == (cfg.geometry.camera_height, cfg.geometry.camera_pitch)
 
 
 def test_priority_orders_only_enabled_modalities():

@@ -281,7 +281,7 @@ def test_a_camera_info_latched_before_the_node_started_is_taken(frames_npz, rand
                                                                  rclpy_node):
     """A calibration published once, latched (transient local), before the node subscribed, as a static
     CameraInfo publisher does: without it depth cannot be encoded and the node would publish nothing."""
-    from charm_ros.msgs.conversions import k_to_camera_info
+    from charm_ros.msgs.camera_info import k_to_camera_info
 
     data = np.load(frames_npz)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -402,7 +402,8 @@ def test_a_slower_sensor_goes_into_every_frame(frames_npz, random_checkpoint, ch
 def test_the_rig_publishes_the_frames_it_rendered_ahead_and_then_renders_live(child_env, rclpy_node):
     """prerender: the first frames are rendered before the rig starts; what it publishes, ahead or live
     after them, is the drive at the frame's rig time (matched to the image by the status' stamp)."""
-    from charm_ros.msgs.conversions import image_to_numpy, stamp_to_ns
+    from charm_ros.msgs.fields import stamp_to_ns
+    from charm_ros.msgs.images import image_to_numpy
 
     lock, images, frame_of = threading.Lock(), {}, {}
 

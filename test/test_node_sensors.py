@@ -18,16 +18,18 @@ from charm_core.data.synthetic.thermal import centikelvin
 from charm_core.encoders import scale_intrinsics
 from charm_core.inference import Predictor
 from charm_core.modalities import BUILTIN, ModalitySpec, all_subsets, subset_name
-from charm_ros.msgs import conversions
+from charm_ros.msgs import camera_info, fields, images
 from charm_ros.msgs.outputs import output_messages
 from charm_ros.runtime.engine import Engine
 from charm_ros.runtime.node_config import (PARAMETERS, ConfigError, checkpoint_sensors, node_sensors, parameters,
                                            validate)
 from charm_ros.runtime.parameters import load_param_file
-from charm_ros.tools.bag_eval import (BagEvaluator, default_topics, main as bag_eval_main, read_in_stamp_order,
-                                      topic_keys)
+from charm_ros.bags.evaluator import BagEvaluator
+from charm_ros.bags.reader import read_in_stamp_order
+from charm_ros.bags.topics import default_topics, topic_keys
+from charm_ros.tools.bag_eval import main as bag_eval_main
 from charm_ros.tools.bag_record import RIG_PREFIX, record
-from charm_ros.tools.dropouts import parse_dropouts, phases
+from charm_ros.runtime.dropouts import parse_dropouts, phases
 from charm_ros.tools.sim_rig import RigEncoding, frame_messages
 from conftest import ROOT
 
@@ -126,9 +128,9 @@ def test_a_mono16_centikelvin_thermal_image_encodes_exactly_as_the_dataset_does(
     rgb, thermal = stored_frame(root)
     expected = {m: t.numpy() for m, t in DeliverDataset(root, "val", ("rgb", "thermal"), (64, 64))[0][0].items()}
     engine = engine_for(predictor, random_checkpoint5)
-    info = conversions.k_to_camera_info(K, (64, 64))
-    inputs = network_inputs(engine, monkeypatch, {"rgb": conversions.numpy_to_image(rgb, "rgb8"),
-                                                  "thermal": conversions.numpy_to_image(thermal, "mono16")},
+    info = camera_info.k_to_camera_info(K, (64, 64))
+    inputs = network_inputs(engine, monkeypatch, {"rgb": images.numpy_to_image(rgb, "rgb8"),
+                                                  "thermal": images.numpy_to_image(thermal, "mono16")},
                             {"rgb": info, "thermal": info})
     assert set(inputs) == {"rgb", "thermal"}
     np.testing.assert_array_equal(inputs["thermal"], expected["thermal"])
@@ -140,11 +142,11 @@ def test_scale_and_offset_turn_any_single_channel_encoding_into_kelvin(predictor
                                                                        monkeypatch):
     root, K = dataset
     _, thermal = stored_frame(root)
-    info = conversions.k_to_camera_info(K, (64, 64))
+    info = camera_info.k_to_camera_info(K, (64, 64))
 
     def thermal_input(array, encoding, **values):
         engine = engine_for(predictor, random_checkpoint5, **{"rgb.enabled": False, **values})
-        return network_inputs(engine, monkeypatch, {"thermal": conversions.numpy_to_image(array, encoding)},
+        return network_inputs(engine, monkeypatch, {"thermal": images.numpy_to_image(array, encoding)},
                               {"thermal": info})["thermal"]
 
     reference = thermal_input(thermal, "mono16")
@@ -157,7 +159,7 @@ def test_scale_and_offset_turn_any_single_channel_encoding_into_kelvin(predictor
     engine = engine_for(predictor, random_checkpoint5, **{"rgb.enabled": False})
     engine.reconfigure(validate({**ONLY_CAMERAS, "rgb.enabled": False, "thermal.scale": 1.0},
                                 checkpoint_sensors(str(random_checkpoint5))))  # what `ros2 param set` does
-    message = conversions.numpy_to_image(kelvin, "32FC1")
+    message = images.numpy_to_image(kelvin, "32FC1")
     np.testing.assert_allclose(network_inputs(engine, monkeypatch, {"thermal": message}, {"thermal": info})["thermal"],
                                reference, atol=1e-5)
     raw8 = np.arange(64 * 64, dtype=np.uint32).reshape(64, 64).astype(np.uint8)
@@ -174,15 +176,15 @@ def test_a_lower_resolution_thermal_camera_is_resampled_into_the_network_image(p
     rgb, thermal = stored_frame(root)
     half = np.ascontiguousarray(thermal[::2, ::2])
     blocks = np.repeat(np.repeat(half, 2, axis=0), 2, axis=1)
-    rgb_info = conversions.k_to_camera_info(K, (64, 64))
+    rgb_info = camera_info.k_to_camera_info(K, (64, 64))
 
     def inputs(image, thermal_info):
         engine = engine_for(predictor, random_checkpoint5)
-        return network_inputs(engine, monkeypatch, {"rgb": conversions.numpy_to_image(rgb, "rgb8"),
-                                                    "thermal": conversions.numpy_to_image(image, "mono16")},
+        return network_inputs(engine, monkeypatch, {"rgb": images.numpy_to_image(rgb, "rgb8"),
+                                                    "thermal": images.numpy_to_image(image, "mono16")},
                               {"rgb": rgb_info, "thermal": thermal_info})["thermal"]
 
-    low = inputs(half, conversions.k_to_camera_info(scale_intrinsics(K, (64, 64), (32, 32)), (32, 32)))
+    low = inputs(half, camera_info.k_to_camera_info(scale_intrinsics(K, (64, 64), (32, 32)), (32, 32)))
     assert low.shape == (3, 64, 64)
     np.testing.assert_array_equal(low, inputs(blocks, rgb_info))
 
@@ -191,9 +193,9 @@ def test_a_colour_image_on_the_thermal_topic_is_rejected_with_the_reason(predict
     root, _ = dataset
     rgb, _ = stored_frame(root)
     engine = engine_for(predictor, random_checkpoint5)
-    with pytest.raises(conversions.ConversionError, match=r"cannot read encoding 'rgb8' \(3 channel\(s\)\) as a "
+    with pytest.raises(fields.ConversionError, match=r"cannot read encoding 'rgb8' \(3 channel\(s\)\) as a "
                                                           r"single-channel camera image; expected one of \['mono8'"):
-        engine.accept("thermal", stamped(conversions.numpy_to_image(rgb, "rgb8")), 1.0)
+        engine.accept("thermal", stamped(images.numpy_to_image(rgb, "rgb8")), 1.0)
     assert engine.counters.rejected["thermal"] == 1 and "single-channel" in engine.counters.last_error["thermal"]
     assert engine.health(1.1).modalities[-1].rejected == 1
 
@@ -204,7 +206,7 @@ def test_five_rig_sensors_run_the_five_modality_model_and_name_the_subset_in_its
     frame = world.frame_at(0.5)
     messages = frame_messages(frame, Time(sec=1), FIVE, RigEncoding())
     assert messages["thermal/image"].encoding == "mono16"
-    np.testing.assert_array_equal(conversions.image_to_single_channel(messages["thermal/image"]),
+    np.testing.assert_array_equal(images.image_to_single_channel(messages["thermal/image"]),
                                   centikelvin(frame.thermal))
     info = messages["thermal/camera_info"]
     assert (info.height, info.width) == frame.thermal.shape

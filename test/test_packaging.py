@@ -136,7 +136,7 @@ def test_every_help_page_shows_the_defaults(main, option, default, capsys):
 
 
 def test_node_help_lists_topics(capsys):
-    from charm_ros.node import main
+    from charm_ros.node.charm_node import main
 
     assert main(["charm-node", "--help"]) == 0
     out = capsys.readouterr().out

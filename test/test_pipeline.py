@@ -88,7 +88,7 @@ def test_a_binned_camera_info_describes_the_published_image(world_frame, predict
     its images are accepted, and give the masks of a camera calibrated at the published size."""
     from sensor_msgs.msg import CameraInfo
 
-    from charm_ros.msgs.conversions import numpy_to_image
+    from charm_ros.msgs.images import numpy_to_image
 
     full_K = world_frame.K.copy()
     full_K[:2] *= 2  # image_geometry's binning divides fx, fy, cx, cy by 2
@@ -124,15 +124,15 @@ def test_a_sensor_the_checkpoint_was_not_trained_with_is_refused_at_start(tmp_pa
     params = load_param_file(ROOT / "config" / "charm.param.yaml")
     with pytest.raises(ValueError, match=r"takes rgb\+depth only, but event, lidar are enabled: set "
                                          r"event.enabled, lidar.enabled to false"):
-        Pipeline.for_node(predictor, validate(params))
+        Pipeline.for_node(predictor, validate(params).pipeline, validate(params).enabled)
     params.update({"event.enabled": False, "lidar.enabled": False})
-    assert Pipeline.for_node(predictor, validate(params)).config.input_size == (64, 64)
+    assert Pipeline.for_node(predictor, validate(params).pipeline, validate(params).enabled).config.input_size == (64, 64)
 
 
 def test_lidar_intensity_field_and_scale_parameters(predictor):
     """auto reads 'intensity' where present; a named field (an Ouster's uint16 reflectivity) must be in the
     cloud, else the cloud is rejected naming the fields it has; a scale maps raw values onto 0..1."""
-    from charm_ros.msgs.conversions import ConversionError
+    from charm_ros.msgs.fields import ConversionError
     from test_conversions import F32, U16, cloud_msg
 
     points = [{"x": 5.0, "y": 1.0, "z": 0.5, "intensity": 0.25, "reflectivity": 600},
@@ -160,20 +160,20 @@ def test_lidar_intensity_field_and_scale_parameters(predictor):
 def test_the_engine_counts_what_it_rejects_runs_and_leaves_out(world_frame, predictor):
     """One accept -> due -> run loop for node and bag evaluator: rejections, frames and left-out sensors
     are counted in the engine and show in its health."""
-    from charm_ros.msgs import conversions
+    from charm_ros.msgs import fields, images, pointclouds
     from charm_ros.runtime.engine import Engine
     from charm_ros.runtime.node_config import validate
 
     engine = Engine(predictor, validate({"model.input_size": [64, 64], "depth.enabled": False,
                                          "event.enabled": False}))
     assert "(fp32, backend torch), input 64x64, modalities rgb, lidar" in engine.describe()
-    rgb = conversions.numpy_to_image(world_frame.rgb, "rgb8", frame_id="cam")
+    rgb = images.numpy_to_image(world_frame.rgb, "rgb8", frame_id="cam")
     rgb.header.stamp.sec = 1
-    lidar = conversions.xyzi_to_pointcloud2(world_frame.lidar, frame_id="lidar")
+    lidar = pointclouds.xyzi_to_pointcloud2(world_frame.lidar, frame_id="lidar")
     lidar.header.stamp.sec = 1
-    broken = conversions.numpy_to_image(world_frame.rgb, "rgb8")
+    broken = images.numpy_to_image(world_frame.rgb, "rgb8")
     broken.data = bytes(broken.data[:100])
-    with pytest.raises(conversions.ConversionError):
+    with pytest.raises(fields.ConversionError):
         engine.accept("rgb", broken, 1.0)
     engine.accept("rgb", rgb, 1.0)
     engine.accept("lidar", lidar, 1.0)
@@ -194,17 +194,17 @@ def test_a_camera_info_of_another_size_is_a_camera_info_rejection_not_a_model_fa
     """A valid 128x128 CameraInfo on the topic of a 256-wide camera made every frame fail in the encoders."""
     from sensor_msgs.msg import CameraInfo
 
-    from charm_ros.msgs import conversions
+    from charm_ros.msgs import fields, images
     from charm_ros.runtime.engine import Engine
     from charm_ros.runtime.node_config import validate
 
     engine = Engine(predictor, validate({"model.input_size": [64, 64], "event.enabled": False,
                                          "depth.enabled": False, "lidar.enabled": False}))
-    rgb = conversions.numpy_to_image(world_frame.rgb, "rgb8", frame_id="cam")  # 128x96
+    rgb = images.numpy_to_image(world_frame.rgb, "rgb8", frame_id="cam")  # 128x96
     rgb.header.stamp.sec = 1
     engine.accept("rgb", rgb, 1.0)
     other = CameraInfo(height=64, width=64, k=[50.0, 0, 32, 0, 50, 32, 0, 0, 1])
-    with pytest.raises(conversions.ConversionError, match="CameraInfo is 64x64 but the rgb images are 128x96"):
+    with pytest.raises(fields.ConversionError, match="CameraInfo is 64x64 but the rgb images are 128x96"):
         engine.accept_camera_info("rgb", other)
     assert engine.counters.info_rejected["rgb"] == 1 and not engine.has_camera("rgb")
     result = engine.run(engine.due(1.0)[0], 1.0)
@@ -217,20 +217,20 @@ def test_an_image_buffered_before_its_camera_changed_size_is_left_out_not_fatal(
     used to raise out of the encoders and end the node's inference thread (a garbage publisher in CI)."""
     from sensor_msgs.msg import CameraInfo
 
-    from charm_ros.msgs import conversions
+    from charm_ros.msgs import images, pointclouds
     from charm_ros.runtime.engine import Engine
     from charm_ros.runtime.node_config import validate
 
     engine = Engine(predictor, validate({"model.input_size": [64, 64], "event.enabled": False,
                                          "depth.enabled": False}))
-    small = conversions.numpy_to_image(world_frame.rgb[:32, :48], "rgb8", frame_id="cam")
+    small = images.numpy_to_image(world_frame.rgb[:32, :48], "rgb8", frame_id="cam")
     small.header.stamp.sec = 1
-    lidar = conversions.xyzi_to_pointcloud2(world_frame.lidar, frame_id="lidar")
+    lidar = pointclouds.xyzi_to_pointcloud2(world_frame.lidar, frame_id="lidar")
     lidar.header.stamp.sec = 1
     engine.accept("rgb", small, 1.0)  # no camera yet: accepted
     engine.accept("lidar", lidar, 1.0)
     [frame] = engine.due(1.0)
-    full = conversions.numpy_to_image(world_frame.rgb, "rgb8", frame_id="cam")  # 128x96
+    full = images.numpy_to_image(world_frame.rgb, "rgb8", frame_id="cam")  # 128x96
     full.header.stamp.sec = 2
     engine.accept("rgb", full, 1.05)
     K = world_frame.K
@@ -249,19 +249,19 @@ def test_an_image_buffered_before_its_camera_changed_size_is_left_out_not_fatal(
 def test_implausible_focal_lengths_are_rejected_with_their_value(fx, match):
     from sensor_msgs.msg import CameraInfo
 
-    from charm_ros.msgs import conversions
+    from charm_ros.msgs import camera_info, fields
 
-    with pytest.raises(conversions.ConversionError, match=match):
-        conversions.camera_info_to_k(CameraInfo(height=256, width=256, k=[fx, 0, 128, 0, 200, 128, 0, 0, 1]))
+    with pytest.raises(fields.ConversionError, match=match):
+        camera_info.camera_info_to_k(CameraInfo(height=256, width=256, k=[fx, 0, 128, 0, 200, 128, 0, 0, 1]))
 
 
 @pytest.mark.parametrize("sec", [0, -5])
 def test_unset_and_negative_stamps_are_rejected(world_frame, predictor, sec):
     """Outputs copy the input stamp: a zero or negative one would go onto every mask."""
-    from charm_ros.msgs import conversions
+    from charm_ros.msgs import fields, images
 
     pipeline = Pipeline(predictor, PipelineConfig(input_size=(64, 64)))
-    rgb = conversions.numpy_to_image(world_frame.rgb, "rgb8")
+    rgb = images.numpy_to_image(world_frame.rgb, "rgb8")
     rgb.header.stamp.sec = sec
-    with pytest.raises(conversions.ConversionError, match="header stamp is .* unset or before 1970"):
+    with pytest.raises(fields.ConversionError, match="header stamp is .* unset or before 1970"):
         pipeline.accept("rgb", rgb)

@@ -9,7 +9,9 @@ from std_msgs.msg import Header
 
 from charm_core.data.synthetic import World
 from charm_core.inference import Predictor
-from charm_ros.msgs.conversions import k_to_camera_info, numpy_to_image, pointcloud2_to_xyzi, xyzi_to_pointcloud2
+from charm_ros.msgs.camera_info import k_to_camera_info
+from charm_ros.msgs.images import numpy_to_image
+from charm_ros.msgs.pointclouds import pointcloud2_to_xyzi, xyzi_to_pointcloud2
 from charm_ros.msgs.outputs import NO_DATA, output_messages
 from charm_ros.runtime.engine import Engine
 from charm_ros.runtime.health import ERROR, OK, WARN, ModalityHealth, PipelineHealth, assess, idle_reports

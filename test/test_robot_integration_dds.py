@@ -14,11 +14,13 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.srv import DescribeParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 from std_srvs.srv import SetBool
 
+from charm_ros.runtime.node_config import PARAMETERS
 from charm_ros.runtime.parameters import load_param_file
 from charm_ros.tools.launcher import Launcher, NodeSpec, load_launch_yaml, resolve_executable
 from conftest import ROOT
@@ -289,3 +291,28 @@ def test_the_demo_can_be_watched_in_foxglove(tmp_path, child_env):
     assert (overlay.encoding, overlay.height, overlay.width) == ("rgb8", 256, 256)
     assert all(m in ("rgb", "depth", "event", "lidar") for m in decoded["/charm/subset"].data.split("+"))
     assert "/charm: pipeline" in [s.name for s in decoded["/diagnostics"].status]
+
+
+def test_descriptors_carry_the_range_and_choices_of_every_bounded_parameter(random_checkpoint, child_env,
+                                                                            rclpy_node):
+    """What `ros2 param describe /charm NAME` shows, read over DDS: ranges and choices come from the specs."""
+    spec = node_on(random_checkpoint, "/desc", ("rgb",))
+    spec.parameters["autostart"] = False  # parameters are declared at start; no model is needed
+    bounded = [p for p in PARAMETERS if p.choices or p.minimum is not None or p.maximum is not None]
+    assert len(bounded) > 10
+    describe = rclpy_node.create_client(DescribeParameters, "/charm/describe_parameters")
+    with Launcher([spec], env=child_env):
+        answer = call(rclpy_node, describe, DescribeParameters.Request(names=[p.name for p in bounded]))
+    assert [d.name for d in answer.descriptors] == [p.name for p in bounded]
+    for p, d in zip(bounded, answer.descriptors):
+        assert d.description == p.description and d.read_only == (not p.dynamic), p.name
+        for choice in p.choices:
+            assert choice in d.additional_constraints, p.name
+        if p.minimum is None and p.maximum is None:
+            continue
+        ranges = d.integer_range if isinstance(p.default, int) else d.floating_point_range
+        assert len(ranges) == 1, p.name
+        if p.minimum is not None:
+            assert ranges[0].from_value == pytest.approx(p.minimum), p.name
+        if p.maximum is not None:
+            assert ranges[0].to_value == pytest.approx(p.maximum), p.name

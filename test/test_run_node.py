@@ -6,7 +6,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import String
 
-from charm_ros.run_node import TolerantExecutor
+from charm_ros.node.host import TolerantExecutor
 
 UNCONVERTIBLE = "Unable to convert call argument '0' to Python object"
 
@@ -81,7 +81,7 @@ def test_a_cleanup_that_hangs_ends_the_process_with_its_stacks(child_env):
     script = textwrap.dedent("""
         import time
         from rclpy.node import Node
-        from charm_ros.run_node import run_node
+        from charm_ros.node.host import run_node
 
         class Stuck(Node):
             def __init__(self):

@@ -7,7 +7,7 @@ import pytest
 
 from charm_core.data.synthetic import World
 from charm_core.inference import Predictor
-from charm_ros.msgs import conversions
+from charm_ros.msgs import images, pointclouds
 from charm_ros.runtime.engine import Engine
 from charm_ros.runtime.health import OK, WARN, ReportSchedule, StatusReport, clock_error
 from charm_ros.runtime.node_config import ConfigError, validate
@@ -32,7 +32,7 @@ CLOCK = [0.0]  # the worker's clock: just after the last message fed
 def feed(engine: Engine, rgb, stamps) -> None:
     for t in stamps:
         CLOCK[0] = t + 0.05
-        msg = conversions.numpy_to_image(rgb, "rgb8", frame_id="cam")
+        msg = images.numpy_to_image(rgb, "rgb8", frame_id="cam")
         msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int(round((t % 1) * 1e9))
         engine.accept("rgb", msg, t)
 
@@ -95,7 +95,7 @@ def test_a_failing_publish_is_reported_and_the_thread_goes_on(predictor, rgb):
 def test_a_frame_the_encoders_refuse_is_a_warning_not_the_end(predictor, rgb):
     engine = Engine(predictor, validate({**RGB_ONLY, "lidar.enabled": True, "sync.reference_priority": ["lidar"]}))
     rec = Recorder(engine)
-    cloud = conversions.xyzi_to_pointcloud2(World(seed=3, size_hw=(48, 64)).frame_at(1.0).lidar, frame_id="lidar")
+    cloud = pointclouds.xyzi_to_pointcloud2(World(seed=3, size_hw=(48, 64)).frame_at(1.0).lidar, frame_id="lidar")
     cloud.header.stamp.sec = 1
     engine.accept("lidar", cloud, 1.0)  # LiDAR alone and no CameraInfo: nothing to encode
     CLOCK[0] = 1.05
@@ -127,9 +127,9 @@ def test_a_sim_clock_that_never_came_is_named():
 
 def test_run_time_parameter_changes_are_checked_against_their_specs():
     config = validate(RGB_ONLY)
-    assert config.updated({"outputs.overlay_alpha": 0.25, "use_sim_time": True})["outputs.overlay_alpha"] == 0.25
+    assert config.updated({"outputs.overlay_alpha": 0.25, "use_sim_time": True}).overlay_alpha == 0.25
     with pytest.raises(ConfigError, match="model.checkpoint can only be set at start"):
         config.updated({"model.checkpoint": "other.safetensors"})
     with pytest.raises(ConfigError, match="overlay_alpha"):
         config.updated({"outputs.overlay_alpha": 2.0})
-    assert config["outputs.overlay_alpha"] == 0.5, "the config itself is unchanged"
+    assert config.overlay_alpha == 0.5, "the config itself is unchanged"

@@ -146,7 +146,7 @@ def export_graph(model: nn.Module, spec: GraphSpec, tolerance: float = DEFAULT_T
     import onnx
     import onnxruntime as ort
 
-    from charm_core.runtimes.onnx_backend import CPU_EP, session_options
+    from charm_core.runtimes.ort_session import CPU_EP, session_options
 
     start = time.perf_counter()
     wrapper = SubsetGraph(model, spec.subset).eval()  # eval: the exporter restores the wrapper's mode

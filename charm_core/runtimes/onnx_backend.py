@@ -1,9 +1,4 @@
-"""ONNX Runtime: one InferenceSession per subset graph; CPU EP, CUDA EP, or TensorRT EP on a GPU.
-
-CPU sessions use the process's thread budget (torch.get_num_threads(), which follows OMP_NUM_THREADS
-and the node's settings) with spinning off: a spinning pool steals the cores the sensor callbacks
-and other nodes need, and on a shared machine makes latency erratic.
-"""
+"""ONNX Runtime: one InferenceSession per subset graph; CPU EP, CUDA EP, or TensorRT EP on a GPU."""
 from __future__ import annotations
 
 import time
@@ -13,28 +8,7 @@ import numpy as np
 import torch
 
 from charm_core.runtimes.graph import runtime_graph
-
-CPU_EP = "CPUExecutionProvider"
-CUDA_EP = "CUDAExecutionProvider"
-TENSORRT_EP = "TensorrtExecutionProvider"
-
-
-def available_providers() -> list[str]:
-    import onnxruntime as ort
-
-    return ort.get_available_providers()
-
-
-def session_options(threads: int | None = None):
-    """Intra-op threads = the process's thread budget, one inter-op thread, no spinning."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return options
+from charm_core.runtimes.ort_session import CPU_EP, CUDA_EP, TENSORRT_EP, available_providers, session_options
 
 
 def providers_for(device: torch.device, precision: str, available: list[str],

@@ -7,7 +7,7 @@ Every output carries the header (stamp, frame_id) of the frame's reference senso
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -16,19 +16,40 @@ from std_msgs.msg import String
 from charm_core.classes import colorize
 from charm_core.encoders import project_to_pixels
 from charm_core.visualize import confidence_to_mono8, overlay
-from charm_ros.msgs.conversions import k_to_camera_info, numpy_to_image, records_to_pointcloud2
-from charm_ros.runtime.health import StatusReport
-from charm_ros.runtime.pipeline import Result
+from charm_ros.msgs.camera_info import k_to_camera_info
+from charm_ros.msgs.images import numpy_to_image
+from charm_ros.msgs.pointclouds import records_to_pointcloud2
 
 # Output name -> ROS message type name (the node's ~/<name> topics).
 OUTPUT_TYPES = {"mask": "Image", "color_mask": "Image", "overlay": "Image", "confidence": "Image",
                 "camera_info": "CameraInfo", "subset": "String", "labeled_points": "PointCloud2"}
 NO_DATA = 255
+
+
+class Segmentation(Protocol):
+    """What the outputs are built from (the engine's Result): messages know nothing of the engine."""
+
+    frame: Any                # .reference sensor and .data {sensor: sample with .header and .array}
+    subset: tuple[str, ...]   # in the model's order
+    labels: np.ndarray        # hxw uint8 class ids, NO_DATA where none
+    confidence: np.ndarray    # hxw float32
+    background: np.ndarray    # hxwx3 uint8
+    K: np.ndarray | None      # intrinsics of the mask image
+    T_cam_lidar: np.ndarray   # 4x4
+
+
+class Report(Protocol):
+    """One /diagnostics status (the health model's StatusReport)."""
+
+    name: str                 # '<node>: <report>'
+    level: int
+    message: str
+    values: dict[str, str]
 LABELED_POINT = np.dtype([("x", np.float32), ("y", np.float32), ("z", np.float32), ("intensity", np.float32),
                           ("confidence", np.float32), ("label", np.uint8)], align=True)  # point_step 24
 
 
-def output_messages(result: Result, wanted: Iterable[str], palette: np.ndarray,
+def output_messages(result: Segmentation, wanted: Iterable[str], palette: np.ndarray,
                     overlay_alpha: float = 0.5) -> dict[str, Any]:
     """{output name: message} for the outputs in `wanted` (only those are computed); ~/camera_info and
     ~/labeled_points are left out while no CameraInfo gives the mask's intrinsics, ~/labeled_points
@@ -55,7 +76,7 @@ def labels_message(class_names: Iterable[str], palette: np.ndarray) -> String:
                                    "no_data": NO_DATA}))
 
 
-def point_labels(result: Result) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def point_labels(result: Segmentation) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(Nx4 cloud, label per point, confidence per point) of the frame's LiDAR read off the mask at each
     point's pixel (the encoder's projection, with the mask's K); NO_DATA and 0 for points outside
     the image or behind the camera. None without LiDAR in the frame or without the mask's K."""
@@ -71,7 +92,7 @@ def point_labels(result: Result) -> tuple[np.ndarray, np.ndarray, np.ndarray] | 
     return points, labels, confidence
 
 
-def labeled_points_message(result: Result) -> Any:
+def labeled_points_message(result: Segmentation) -> Any:
     """~/labeled_points: x, y, z, intensity, confidence (float32) and label (uint8) per point, in the
     cloud's own frame and stamp; None where `point_labels` has nothing."""
     labeled = point_labels(result)
@@ -85,7 +106,7 @@ def labeled_points_message(result: Result) -> Any:
     return records_to_pointcloud2(cloud, result.frame.data["lidar"].header)
 
 
-def diagnostics_message(reports: Iterable[StatusReport], node_name: str, stamp: Any) -> DiagnosticArray:
+def diagnostics_message(reports: Iterable[Report], node_name: str, stamp: Any) -> DiagnosticArray:
     """/diagnostics: one DiagnosticStatus per report, named '<node>: <report>' (e.g. '/charm: pipeline')."""
     msg = DiagnosticArray()
     msg.header.stamp = stamp

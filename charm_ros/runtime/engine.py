@@ -21,7 +21,7 @@ import torch
 
 from charm_core.inference import Predictor
 from charm_core.modalities import all_subsets
-from charm_ros.msgs.conversions import ConversionError
+from charm_ros.msgs.fields import ConversionError
 from charm_ros.runtime.health import ModalityHealth, PipelineHealth
 from charm_ros.runtime.node_config import NodeConfig, resolve_palette
 from charm_ros.runtime.pipeline import Encoded, FrameSkipped, Pipeline, Result
@@ -57,7 +57,7 @@ class Counters:
 
 class Engine:
     def __init__(self, predictor: Predictor, config: NodeConfig) -> None:
-        self.pipeline = Pipeline.for_node(predictor, config)  # raises ValueError for sensors it lacks
+        self.pipeline = Pipeline.for_node(predictor, config.pipeline, config.enabled)  # raises ValueError for sensors it lacks
         self.config = config
         self.palette = resolve_palette(config.palette, predictor.palette)
         self.sync = Synchronizer(config.sync)
@@ -77,8 +77,8 @@ class Engine:
         """The Engine of the node's parameters, its model loaded; graphs for every subset the enabled
         sensors can form start building in the background (frames run on torch meanwhile). Raises
         ValueError or OSError with the reason (a missing checkpoint, a sensor it was not trained with)."""
-        predictor = Predictor.from_checkpoint(config.checkpoint, device=config["model.device"],
-                                              precision=config["model.precision"], backend=config["model.backend"])
+        predictor = Predictor.from_checkpoint(config.checkpoint, device=config.model.device,
+                                              precision=config.model.precision, backend=config.model.backend)
         engine = cls(predictor, config)
         predictor.prepare(all_subsets(tuple(m for m in predictor.modalities if m in config.enabled)),
                           engine.input_size, background=True)
@@ -239,7 +239,7 @@ class Engine:
         rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 2 and recent[-1] > recent[0] else 0.0
         # latencies: medians over the frames of the last diagnostics period (else the last frame)
         timings = list(c.timings)  # a copy: the worker appends while this runs
-        period = self.config["diagnostics.period"]
+        period = self.config.diagnostics_period
         timings = [t for t in timings if t[0] > time.monotonic() - period] or timings[-1:]
         encode_ms, inference_ms, end_to_end_ms = (
             (statistics.median(t[i] for t in timings) if timings else None) for i in (1, 2, 3))

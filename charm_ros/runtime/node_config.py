@@ -6,8 +6,8 @@ The sensors follow the checkpoint: DELIVER's four always have their sections; ea
 of the checkpoint (a single-channel camera such as thermal) gets one of its own (`camera_params`),
 declared from the checkpoint's metadata before the model loads.
 
-Code reads a plain parameter as `config["outputs.overlay_alpha"]`; only values that need parsing or
-cross-checks (sensors, sync, pipeline, palette) get a field of their own.
+Code reads parameters through NodeConfig's typed fields only (config.model.device, config.sync.max_skew,
+...); `raw` keeps every checked value for run-time updates.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from charm_ros.runtime.sync import ModalityConfig, SyncConfig
 DEFAULT_CHECKPOINT = "models/charm_tiny_synthetic.safetensors"
 DEVICES = ("auto", "cpu", "cuda")
 RELIABILITIES = ("best_effort", "reliable")
-OUTPUTS = ("mask", "color_mask", "overlay", "confidence", "camera_info", "subset", "labeled_points")
+OUTPUTS = tuple(OUTPUT_TYPES)
 RESOLUTIONS = ("network", "camera")
 
 # REP-103 LiDAR frame (x forward, y left, z up) -> camera optical frame (x right, y down, z forward), no offset.
@@ -154,6 +154,22 @@ def parameters(sensors: tuple[ModalitySpec, ...] = DELIVER_SENSORS) -> tuple[Par
     return PARAMETERS + tuple(p for s in sensors if s.name not in MODALITIES for p in camera_params(s))
 
 
+@dataclass(frozen=True)
+class ModelSettings:
+    checkpoint: str            # resolved path
+    device: str
+    precision: str
+    backend: str
+
+
+@dataclass(frozen=True)
+class QosSettings:
+    input_depth: int
+    input_reliability: str
+    output_reliability: str
+    silent_after: float        # s an input may have publishers yet deliver nothing before it is named
+
+
 @dataclass
 class NodeConfig:
     enabled: tuple[str, ...]
@@ -161,15 +177,20 @@ class NodeConfig:
     camera_info_topics: dict[str, str]
     sync: SyncConfig
     pipeline: PipelineConfig   # input_size None = the checkpoint's (Pipeline.for_node resolves it)
-    checkpoint: str            # resolved path
+    model: ModelSettings
+    qos: QosSettings
     outputs: dict[str, bool]
+    overlay_alpha: float
     palette: np.ndarray | None  # Nx3 uint8, or None for the checkpoint's
+    diagnostics_period: float
+    autostart: bool
     raw: dict[str, Any] = field(default_factory=dict)  # every parameter, defaults filled in, checked
     sensors: tuple[ModalitySpec, ...] = DELIVER_SENSORS  # declared (node_sensors), enabled or not
     specs: dict[str, ParamSpec] = field(default_factory=lambda: dict(SPECS))  # their parameters by name
 
-    def __getitem__(self, name: str) -> Any:
-        return self.raw[name]
+    @property
+    def checkpoint(self) -> str:
+        return self.model.checkpoint
 
     @property
     def geometry(self) -> SensorGeometry:
@@ -236,9 +257,15 @@ def validate(values: dict[str, Any], sensors: tuple[ModalitySpec, ...] = DELIVER
         topics={m: v[f"{m}.topic"] for m in names},
         camera_info_topics={m: v[f"{m}.camera_info_topic"] for m in names if f"{m}.camera_info_topic" in v},
         sync=sync, pipeline=pipeline,
-        checkpoint=resolve_checkpoint(v["model.checkpoint"]),
+        model=ModelSettings(checkpoint=resolve_checkpoint(v["model.checkpoint"]), device=v["model.device"],
+                            precision=v["model.precision"], backend=v["model.backend"]),
+        qos=QosSettings(input_depth=v["qos.input_depth"], input_reliability=v["qos.input_reliability"],
+                        output_reliability=v["qos.output_reliability"], silent_after=v["qos.silent_after"]),
         outputs={name: bool(v[f"outputs.{name}"]) for name in OUTPUTS},
+        overlay_alpha=v["outputs.overlay_alpha"],
         palette=parse_palette(v["outputs.palette"]),
+        diagnostics_period=v["diagnostics.period"],
+        autostart=v["autostart"],
         raw=v, sensors=tuple(sensors), specs={p.name: p for p in specs},
     )
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -16,11 +16,8 @@ from charm_core.encoders import (FrameEncoder, Letterbox, SensorGeometry, frame_
 from charm_core.inference import Predictor
 from charm_core.modalities import ModalitySpec, specs_by_name
 from charm_core.visualize import confidence_to_mono8
-from charm_ros.msgs import conversions
+from charm_ros.msgs import camera_info, fields, images, pointclouds
 from charm_ros.runtime.sync import Frame
-
-if TYPE_CHECKING:
-    from charm_ros.runtime.node_config import NodeConfig
 
 # Sensors whose encoding needs camera intrinsics (back-projection / projection).
 NEEDS_CAMERA = ("depth", "lidar")
@@ -98,18 +95,18 @@ class Pipeline:
         self.wait_for_graphs = False  # a graph backend's subset not built yet: build it first (offline) or run torch
 
     @classmethod
-    def for_node(cls, predictor: Predictor, config: NodeConfig) -> Pipeline:
+    def for_node(cls, predictor: Predictor, config: PipelineConfig, enabled: tuple[str, ...]) -> Pipeline:
         """The pipeline the node's parameters describe (the live node and the bag evaluator both use it);
-        input size [0, 0] means the checkpoint's training size. Raises ValueError, at start rather than
+        input size None means the checkpoint's training size. Raises ValueError, at start rather than
         on every frame, when a sensor is enabled that the checkpoint was not trained with."""
-        unknown = [m for m in config.enabled if m not in predictor.modalities]
+        unknown = [m for m in enabled if m not in predictor.modalities]
         if unknown:
             raise ValueError(f"the checkpoint takes {'+'.join(predictor.modalities)} only, but "
                              f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} enabled: set "
                              f"{', '.join(f'{m}.enabled' for m in unknown)} to false, or use a checkpoint trained "
                              "with them")
-        size = config.pipeline.input_size or tuple(predictor.info.provenance.get("input_size", DEFAULT_INPUT_SIZE))
-        return cls(predictor, replace(config.pipeline, input_size=tuple(size)))
+        size = config.input_size or tuple(predictor.info.provenance.get("input_size", DEFAULT_INPUT_SIZE))
+        return cls(predictor, replace(config, input_size=tuple(size)))
 
     def set_camera(self, modality: str, K: np.ndarray, hw: tuple[int, int]) -> None:
         """Latest CameraInfo of the rgb, depth or an intensity / angle camera."""
@@ -122,11 +119,11 @@ class Pipeline:
         contradicts the camera's images: then the camera is dropped too (its images keep flowing
         without intrinsics, depth and LiDAR are left out with the reason) instead of every frame
         failing in the encoders."""
-        K, hw = conversions.camera_info_to_k(msg)
+        K, hw = camera_info.camera_info_to_k(msg)
         images = self.image_hw.get(modality)
         if images is not None and images != hw:
             self.cameras.pop(modality, None)
-            raise conversions.ConversionError(f"CameraInfo is {hw[1]}x{hw[0]} but the {modality} images are "
+            raise fields.ConversionError(f"CameraInfo is {hw[1]}x{hw[0]} but the {modality} images are "
                                               f"{images[1]}x{images[0]}: wrong camera_info topic, or another "
                                               "binning/ROI")
         self.set_camera(modality, K, hw)
@@ -140,26 +137,26 @@ class Pipeline:
         if modality == "lidar":
             array = self._lidar_points(msg)
             if len(array) == 0:
-                raise conversions.ConversionError("point cloud has no finite points")
+                raise fields.ConversionError("point cloud has no finite points")
         elif modality == "depth":
-            array = conversions.image_to_depth_m(msg)
+            array = images.image_to_depth_m(msg)
             if not np.any(array > 0):
-                raise conversions.ConversionError("depth image has no valid pixel (all 0/NaN/inf)")
+                raise fields.ConversionError("depth image has no valid pixel (all 0/NaN/inf)")
         elif modality in ("rgb", "event"):
-            array = conversions.image_to_rgb(msg)
+            array = images.image_to_rgb(msg)
         elif modality in self.config.units:
-            array = to_physical(conversions.image_to_single_channel(msg), self.config.units[modality])
+            array = to_physical(images.image_to_single_channel(msg), self.config.units[modality])
         else:
             raise ValueError(f"unknown modality {modality!r}")
-        stamp = conversions.stamp_to_sec(msg.header.stamp)
+        stamp = fields.stamp_to_sec(msg.header.stamp)
         if stamp <= 0:
-            raise conversions.ConversionError(f"header stamp is {stamp:.9g} s: unset or before 1970; the driver must "
+            raise fields.ConversionError(f"header stamp is {stamp:.9g} s: unset or before 1970; the driver must "
                                               "stamp its messages (outputs copy the stamp)")
         if modality in ("rgb", "depth", *self.config.units):
             self.image_hw[modality] = array.shape[:2]
         camera = self.cameras.get(modality)
         if camera is not None and array.shape[:2] != camera.hw:
-            raise conversions.ConversionError(f"{modality} image is {array.shape[1]}x{array.shape[0]} but its "
+            raise fields.ConversionError(f"{modality} image is {array.shape[1]}x{array.shape[0]} but its "
                                               f"CameraInfo says {camera.hw[1]}x{camera.hw[0]}")
         return SensorSample(array=array, stamp=stamp, frame_id=msg.header.frame_id, header=msg.header)
 
@@ -170,10 +167,10 @@ class Pipeline:
         if field not in ("auto", ""):
             names = [str(f.name) for f in msg.fields]
             if field not in names:
-                raise conversions.ConversionError(
+                raise fields.ConversionError(
                     f"point cloud has no field {field!r} (lidar.intensity_field); it has {names}: set "
                     "lidar.intensity_field to one of them, 'auto', or '' for no intensity")
-        points = conversions.pointcloud2_to_xyzi(msg, intensity_field={"auto": "intensity", "": None}.get(field, field))
+        points = pointclouds.pointcloud2_to_xyzi(msg, intensity_field={"auto": "intensity", "": None}.get(field, field))
         if config.lidar_intensity_scale > 0:
             np.clip(points[:, 3] / config.lidar_intensity_scale, 0.0, 1.0, out=points[:, 3])
         return points

@@ -24,7 +24,7 @@ from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
 from charm_core.cli_help import HelpFormatter
-from charm_ros.run_node import init_with_python_signals
+from charm_ros.node.host import init_with_python_signals
 
 
 def message_class(msgtype: str):

@@ -21,7 +21,7 @@ from charm_core.cli_help import HelpFormatter
 from charm_core.data.synthetic import CASES, CONDITIONS, World
 from charm_core.data.synthetic.export import RENDERABLE, check_modalities
 from charm_core.modalities import MODALITIES
-from charm_ros.tools.dropouts import dropped_at, modality_list, parse_dropouts
+from charm_ros.runtime.dropouts import dropped_at, modality_list, parse_dropouts
 from charm_ros.tools.sim_rig import DEPTH_ENCODINGS, RGB_ENCODINGS, RigEncoding, frame_messages
 
 RIG_PREFIX = "/sim_rig/"

@@ -26,11 +26,11 @@ from charm_core.data.augment import resize
 from charm_core.data.base import encode_stored
 from charm_core.metrics import ConfusionMatrix
 from charm_core.modalities import MODALITIES, resolve_modalities
-from charm_ros.msgs import conversions
+from charm_ros.msgs import fields, images
 from charm_ros.runtime.node_config import CAMERA_KINDS
-from charm_ros.tools.dropouts import Phase, modality_list, parse_dropouts, phases
+from charm_ros.runtime.dropouts import Phase, modality_list, parse_dropouts, phases
 from charm_ros.runtime.parameters import ParamSpec
-from charm_ros.run_node import declare, run_node
+from charm_ros.node.host import declare, run_node
 from charm_core.visualize import confidence_to_mono8, contact_sheet
 
 
@@ -100,21 +100,21 @@ class DemoReport(Node):
         self._match()
 
     def _on_truth(self, msg: Image) -> None:
-        self.truth[conversions.stamp_to_ns(msg.header.stamp)] = conversions.image_to_numpy(msg)
+        self.truth[fields.stamp_to_ns(msg.header.stamp)] = images.image_to_numpy(msg)
         self._match()
 
     def _on_rgb(self, msg: Image) -> None:
-        self.rgb[conversions.stamp_to_ns(msg.header.stamp)] = conversions.image_to_rgb(msg)
+        self.rgb[fields.stamp_to_ns(msg.header.stamp)] = images.image_to_rgb(msg)
 
     def _on_camera(self, name: str, msg: Image) -> None:
-        stored = conversions.image_to_single_channel(msg)
+        stored = images.image_to_single_channel(msg)
         preview = confidence_to_mono8(encode_stored(stored, self.cameras[name]))
-        self.camera_images[name][conversions.stamp_to_ns(msg.header.stamp)] = preview
+        self.camera_images[name][fields.stamp_to_ns(msg.header.stamp)] = preview
 
     def _on_mask(self, msg: Image) -> None:
-        latency_ms = (self.now() - conversions.stamp_to_sec(msg.header.stamp)) * 1e3
-        key = conversions.stamp_to_ns(msg.header.stamp)
-        self.pending[key] = (conversions.image_to_numpy(msg), latency_ms, self.subset)
+        latency_ms = (self.now() - fields.stamp_to_sec(msg.header.stamp)) * 1e3
+        key = fields.stamp_to_ns(msg.header.stamp)
+        self.pending[key] = (images.image_to_numpy(msg), latency_ms, self.subset)
         self._match()
 
     def _match(self) -> None:

@@ -20,7 +20,7 @@ import foxglove
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from charm_ros.run_node import declare, run_node
+from charm_ros.node.host import declare, run_node
 from charm_ros.runtime.parameters import ParamSpec
 
 BRIDGE_PARAMETERS: tuple[ParamSpec, ...] = (

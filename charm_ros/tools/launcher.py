@@ -28,7 +28,7 @@ from typing import Any, Iterable
 import yaml
 
 from charm_core.cli_help import HelpFormatter
-from charm_ros.tools.env import clear_stale_shm, ros_environment
+from charm_ros.env import clear_stale_shm, ros_environment
 from charm_ros.paths import PACKAGE, share_dir
 
 

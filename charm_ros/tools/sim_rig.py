@@ -31,10 +31,10 @@ from charm_core.data.synthetic.export import RENDERABLE, check_modalities
 from charm_core.data.synthetic.render_ahead import render_ahead
 from charm_core.data.synthetic.thermal import centikelvin
 from charm_core.modalities import MODALITIES
-from charm_ros.msgs import conversions
-from charm_ros.tools.dropouts import dropped_at, modality_list, parse_dropouts
+from charm_ros.msgs import camera_info, images, pointclouds
+from charm_ros.runtime.dropouts import dropped_at, modality_list, parse_dropouts
 from charm_ros.runtime.parameters import ParamSpec
-from charm_ros.run_node import declare, run_node
+from charm_ros.node.host import declare, run_node
 
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
 RGB_ENCODINGS = ("rgb8", "bgr8")
@@ -69,21 +69,21 @@ def frame_messages(frame: SensorFrame, stamp: Time, modalities: Iterable[str], e
     for m in modalities:
         if m == "rgb":
             rgb = frame.rgb if encoding.rgb == "rgb8" else np.ascontiguousarray(frame.rgb[:, :, ::-1])
-            msg = conversions.numpy_to_image(rgb, encoding.rgb, header)
+            msg = images.numpy_to_image(rgb, encoding.rgb, header)
         elif m == "depth":
             depth = frame.depth if encoding.depth == "32FC1" else \
                 np.clip(np.round(frame.depth * 1000.0), 0, 65535).astype(np.uint16)
-            msg = conversions.numpy_to_image(depth, encoding.depth, header)
+            msg = images.numpy_to_image(depth, encoding.depth, header)
         elif m == "event":
-            msg = conversions.numpy_to_image(frame.event, "rgb8", header)
+            msg = images.numpy_to_image(frame.event, "rgb8", header)
         elif m == "thermal":
-            msg = conversions.numpy_to_image(centikelvin(frame.thermal), "mono16", header)
+            msg = images.numpy_to_image(centikelvin(frame.thermal), "mono16", header)
         else:
-            msg = conversions.xyzi_to_pointcloud2(frame.lidar, header, frame_id=encoding.lidar_frame_id)
+            msg = pointclouds.xyzi_to_pointcloud2(frame.lidar, header, frame_id=encoding.lidar_frame_id)
         out[SENSOR_TOPICS[m]] = msg
         if m in INFO_TOPICS:  # registered cameras: the camera's K at the image's own size
-            out[INFO_TOPICS[m]] = conversions.k_to_camera_info(frame.K, (msg.height, msg.width), header)
-    out[TRUTH_TOPIC] = conversions.numpy_to_image(frame.labels, "mono8", header)
+            out[INFO_TOPICS[m]] = camera_info.k_to_camera_info(frame.K, (msg.height, msg.width), header)
+    out[TRUTH_TOPIC] = images.numpy_to_image(frame.labels, "mono8", header)
     return out
 
 

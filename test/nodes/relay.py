@@ -5,7 +5,7 @@ import sys
 from rclpy.node import Node
 from std_msgs.msg import String
 
-from charm_ros.run_node import run_node
+from charm_ros.node.host import run_node
 
 
 class Relay(Node):

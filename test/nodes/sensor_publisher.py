@@ -15,7 +15,9 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from charm_ros.msgs.conversions import k_to_camera_info, numpy_to_image, xyzi_to_pointcloud2
+from charm_ros.msgs.camera_info import k_to_camera_info
+from charm_ros.msgs.images import numpy_to_image
+from charm_ros.msgs.pointclouds import xyzi_to_pointcloud2
 
 
 def garbage(modality: str, i: int, header: Header):

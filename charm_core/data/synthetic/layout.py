@@ -21,8 +21,8 @@ STREAM_CHUNK = 60.0       # traffic is generated in chunks of this length in its
 ASPHALT = np.array([0.085, 0.085, 0.09], np.float32)
 WHITE_PAINT = np.array([0.7, 0.7, 0.68], np.float32)
 YELLOW_PAINT = np.array([0.6, 0.45, 0.06], np.float32)
-GRASS = np.array([0.09, 0.14, 0.05], np.float32)
-DIRT = np.array([0.2, 0.15, 0.1], np.float32)
+GRASS_ALBEDO = np.array([0.09, 0.14, 0.05], np.float32)
+DIRT_ALBEDO = np.array([0.2, 0.15, 0.1], np.float32)
 
 
 @dataclass(frozen=True)
@@ -333,7 +333,7 @@ class Street:
         patch = M.noise(x * 0.13, y * 0.13, 1.0)
         asphalt = ASPHALT * (0.75 + 0.5 * tex + 0.3 * (patch - 0.5))[:, None]
         grass_mix = M.noise(x * 0.3, y * 0.3, 1.0)[:, None]
-        terrain = (GRASS * (1 - grass_mix) + DIRT * grass_mix) * (0.7 + 0.6 * M.noise(y, x, 10.0))[:, None]
+        terrain = (GRASS_ALBEDO * (1 - grass_mix) + DIRT_ALBEDO * grass_mix) * (0.7 + 0.6 * M.noise(y, x, 10.0))[:, None]
         albedo = np.where(road[:, None], asphalt, terrain).astype(np.float32)
         paint_col = np.where(yellow[:, None], YELLOW_PAINT, WHITE_PAINT) * (0.85 + 0.3 * tex)[:, None]
         albedo[paint] = paint_col[paint]

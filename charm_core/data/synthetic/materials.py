@@ -8,7 +8,7 @@ windows and lamps that light up at night.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -16,8 +16,8 @@ from charm_core.classes import CLASS_ID
 from charm_core.data.synthetic.primitives import Primitives
 from charm_core.data.synthetic.raycast import GROUND
 
-if TYPE_CHECKING:
-    from charm_core.data.synthetic.layout import Street
+# (x, y) of ground points -> (class ids, albedo, LiDAR reflectivity): the street's ground painter
+GroundPainter = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 (PLAIN, FACADE, FOLIAGE, BARK, CAR_FWD, CAR_BWD, GLASS, RUBBER, METAL, SIGN_NEGX, SIGN_POSX, SIGNAL_NEGX,
  SIGNAL_POSX, LAMP, CLOTH, SIDEWALK, BRICK, BUS, GRASS, PLANKS) = range(20)
@@ -100,10 +100,10 @@ class _Patch:
     em: np.ndarray       # (n, 3) out: emission (pre-filled 0)
 
 
-def surface(points: np.ndarray, normals: np.ndarray, prim: np.ndarray, prims: Primitives, street: Street,
+def surface(points: np.ndarray, normals: np.ndarray, prim: np.ndarray, prims: Primitives, ground: GroundPainter,
             night: bool, stamp: float) -> Surface:
     """Appearance of world hit points (N, 3) with their normals and prim indices (GROUND for the
-    ground plane, which `street` classifies and paints). `stamp` drives the traffic-light cycle."""
+    ground plane, which `ground` classifies and paints). `stamp` drives the traffic-light cycle."""
     n_pts = len(points)
     albedo = np.zeros((n_pts, 3), np.float32)
     emission = np.zeros((n_pts, 3), np.float32)
@@ -113,7 +113,7 @@ def surface(points: np.ndarray, normals: np.ndarray, prim: np.ndarray, prims: Pr
 
     g = np.flatnonzero(prim == GROUND)
     if len(g):
-        cls[g], albedo[g], refl[g] = street.ground(points[g, 0], points[g, 1])
+        cls[g], albedo[g], refl[g] = ground(points[g, 0], points[g, 1])
         wet[g] = True
     solid = np.flatnonzero(prim >= 0)
     if not len(solid):

@@ -175,7 +175,7 @@ class World:
             pts = hits.points(hit)
             prim = hits.prim[hit]
             normals = surface_normals(pts, prim, prims)
-            surf = surface(pts, normals, prim, prims, self.street, weather.night, self._scene_time(t))
+            surf = surface(pts, normals, prim, prims, self.street.ground, weather.night, self._scene_time(t))
             view = grid.dirs[hit].astype(np.float64)
             dist = np.linalg.norm(view, axis=1) * hits.t[hit]
             view /= np.linalg.norm(view, axis=1, keepdims=True)
@@ -209,7 +209,7 @@ class World:
             pts = hits.points(hit)
             prim = hits.prim[hit]
             normals = surface_normals(pts, prim, prims)
-            surf = surface(pts, normals, prim, prims, self.street, False, self._scene_time(t))
+            surf = surface(pts, normals, prim, prims, self.street.ground, False, self._scene_time(t))
             refl[hit] = surf.reflectivity
             d = grid.dirs[hit].astype(np.float64)
             cos_inc[hit] = np.abs((normals * d).sum(1)) / np.linalg.norm(d, axis=1)

@@ -13,10 +13,10 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 
-from charm_ros.latched_info import LATCHED, LatchedCameraInfo
+from charm_ros.node.latched_camera_info import LATCHED, LatchedCameraInfo
 from charm_ros.msgs import compressed
 from charm_ros.msgs.outputs import OUTPUT_TYPES, labels_message, output_messages
-from charm_ros.qos_watch import QosWatch
+from charm_ros.node.qos_watch import QosWatch
 from charm_ros.runtime.engine import Engine
 from charm_ros.runtime.node_config import NodeConfig
 from charm_ros.runtime.pipeline import Result
@@ -38,8 +38,8 @@ class NodeInputs:
         self.latched_info = LatchedCameraInfo(node, self.camera_info_topics, on_camera_info)
 
     def open(self, cfg: NodeConfig) -> None:
-        qos = QoSProfile(depth=cfg["qos.input_depth"], history=HistoryPolicy.KEEP_LAST,
-                         reliability=RELIABILITY[cfg["qos.input_reliability"]])
+        qos = QoSProfile(depth=cfg.qos.input_depth, history=HistoryPolicy.KEEP_LAST,
+                         reliability=RELIABILITY[cfg.qos.input_reliability])
         for m in cfg.enabled:
             topic = self.node.resolve_topic_name(cfg.topics[m])
             msg_type = PointCloud2 if m == "lidar" else (
@@ -82,7 +82,7 @@ class NodeOutputs:
 
     def open(self, cfg: NodeConfig) -> None:
         qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST,
-                         reliability=RELIABILITY[cfg["qos.output_reliability"]])
+                         reliability=RELIABILITY[cfg.qos.output_reliability])
         for name, kind in [*OUTPUT_TYPES.items(), ("labels", "String")]:
             topic = self.node.resolve_topic_name(f"~/{name}")
             profile = LATCHED if name == "labels" else qos
@@ -95,7 +95,7 @@ class NodeOutputs:
         return [name for name in OUTPUT_TYPES if self.pubs[name].get_subscription_count() > 0]
 
     def publish(self, engine: Engine, result: Result, names: list[str]) -> None:
-        for name, msg in output_messages(result, names, engine.palette, engine.config["outputs.overlay_alpha"]).items():
+        for name, msg in output_messages(result, names, engine.palette, engine.config.overlay_alpha).items():
             self.pubs[name].publish(msg)
 
     def publish_labels(self, engine: Engine) -> None:

@@ -14,6 +14,7 @@ Python, so the executor waits in short slices (WAKE_S) rather than indefinitely.
 from __future__ import annotations
 
 import faulthandler
+import math
 import os
 import signal
 import sys
@@ -21,6 +22,8 @@ from typing import Any, Callable, Iterable
 
 import rclpy
 import yaml
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -30,6 +33,7 @@ from charm_ros.runtime.parameters import ConfigError, ParamSpec, check_all, help
 
 WAKE_S = 0.2  # longest wait before a pending signal is acted on
 CLEANUP_TIMEOUT_S = 4.0  # a clean stop takes well under 1 s; launchers escalate to SIGTERM after 5 s
+INT64 = (-2 ** 63, 2 ** 63 - 1)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -58,18 +62,37 @@ def command_line_exit(argv: list[str], name: str, parameters: Iterable[ParamSpec
     return None
 
 
+def descriptor(spec: ParamSpec, bounded: bool = True) -> ParameterDescriptor:
+    """The ROS descriptor of a spec, so `ros2 param describe` shows what --help shows: the description, its
+    range (integer_range / floating_point_range, the open side at the type's limit) and its choices (ROS has
+    no enum: `additional_constraints` names them). rclpy then refuses an out-of-range `ros2 param set`."""
+    d = ParameterDescriptor(description=spec.description, read_only=not spec.dynamic, dynamic_typing=True,
+                            additional_constraints=spec.bounds())
+    if not bounded or (spec.minimum is None and spec.maximum is None) or isinstance(spec.default, bool):
+        return d
+    if isinstance(spec.default, int):
+        low = INT64[0] if spec.minimum is None else math.ceil(spec.minimum)
+        high = INT64[1] if spec.maximum is None else math.floor(spec.maximum)
+        d.integer_range = [IntegerRange(from_value=low, to_value=high, step=0)]
+    elif isinstance(spec.default, float):
+        low = -math.inf if spec.minimum is None else float(spec.minimum)
+        high = math.inf if spec.maximum is None else float(spec.maximum)
+        d.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+    return d
+
+
 def declare(node: Node, specs: Iterable[ParamSpec], argv: list[str] | None = None) -> dict[str, Any]:
     """Declare every parameter (read-only unless dynamic) and return {name: value} as given at start,
     each checked against its spec. Types are checked here rather than by rclpy, so `-p fps:=5` is the
     float 5.0 and a string for a number is one clear line. Raises one ConfigError listing every bad
     value, and every `-p` that rcl dropped (it keeps a params file's value over a later `-p` of
     another type)."""
-    from rcl_interfaces.msg import ParameterDescriptor
-
     specs = list(specs)
     for spec in specs:
-        node.declare_parameter(spec.name, spec.default, ParameterDescriptor(
-            description=spec.description, read_only=not spec.dynamic, dynamic_typing=True))
+        try:
+            node.declare_parameter(spec.name, spec.default, descriptor(spec))
+        except InvalidParameterValueException:  # out of range: declared unbounded, check_all names it below
+            node.declare_parameter(spec.name, spec.default, descriptor(spec, bounded=False))
     given = {spec.name: node.get_parameter(spec.name).value for spec in specs}
     dropped = [f"parameter {name}: -p {name}:={text} was not applied (the value in effect is {given[name]!r}, "
                "from a params file: give a value of the same type)"

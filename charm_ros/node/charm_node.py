@@ -4,9 +4,9 @@ A managed lifecycle node: configure loads the model and the ROS-free Engine (cha
 activate subscribes and starts the inference worker, deactivate stops it and frees the model's
 memory, cleanup drops the outputs; `autostart` (default) goes to active at start. `~/enable`
 (std_srvs/SetBool) pauses and resumes inference without a transition. Wiring only: subscriptions
-(charm_ros.node_topics) feed the Engine, its InferenceWorker runs the newest frame and publishes the
+(charm_ros.node.topics) feed the Engine, its InferenceWorker runs the newest frame and publishes the
 messages charm_ros.msgs.outputs builds; timers publish the Engine's health and what the ROS graph
-says about the node's topics (charm_ros.qos_watch).
+says about the node's topics (charm_ros.node.qos_watch).
 """
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ from sensor_msgs.msg import CameraInfo
 from std_srvs.srv import SetBool
 
 from charm_core.inference import release_memory
-from charm_ros.msgs import conversions
+from charm_ros.msgs import camera_info, fields
 from charm_ros.msgs.outputs import diagnostics_message
-from charm_ros.node_topics import NodeInputs, NodeOutputs
-from charm_ros.qos_watch import QosWatch
-from charm_ros.run_node import declare, run_node
+from charm_ros.node.topics import NodeInputs, NodeOutputs
+from charm_ros.node.qos_watch import QosWatch
+from charm_ros.node.host import declare, run_node
 from charm_ros.runtime.engine import Engine
 from charm_ros.runtime.health import OK, ReportSchedule, assess, clock_error, idle_reports
 from charm_ros.runtime.node_config import PARAMETERS, ConfigError, checkpoint_sensors, parameters, topics_help, validate
@@ -49,18 +49,18 @@ class CharmNode(LifecycleNode):
         self.worker: InferenceWorker | None = None
         self.enabled = threading.Event()  # cleared by ~/enable: inference paused
         self.enabled.set()
-        self.qos = QosWatch(self, self.config["qos.silent_after"])
+        self.qos = QosWatch(self, self.config.qos.silent_after)
         self.inputs = NodeInputs(self, self.qos, self._on_sensor, self._on_camera_info)
         self.outputs = NodeOutputs(self, self.qos)
-        self.schedule = ReportSchedule(self.config["diagnostics.period"])
+        self.schedule = ReportSchedule(self.config.diagnostics_period)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(SetBool, "~/enable", self._on_enable)
         # steady time: diagnostics keep coming when the ROS clock does not move (use_sim_time, no /clock)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self.create_timer(min(0.25, self.config["diagnostics.period"]), self._diagnostics_tick, clock=steady)
+        self.create_timer(min(0.25, self.config.diagnostics_period), self._diagnostics_tick, clock=steady)
         self.create_timer(0.5, self._watch_graph, clock=steady)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        if self.config["autostart"]:
+        if self.config.autostart:
             for step in (self.trigger_configure, self.trigger_activate):
                 if step() != SUCCESS:
                     raise self.start_error
@@ -117,7 +117,7 @@ class CharmNode(LifecycleNode):
             self.engine = Engine.load(self.config)
         except (ValueError, OSError) as exc:
             self.start_error = exc  # autostart: run_node reports it and exits 2
-            if not (self.config["autostart"] and self.state == "unconfigured"):
+            if not (self.config.autostart and self.state == "unconfigured"):
                 self.get_logger().error(f"cannot load the model: {exc}")
             return False
         self.get_logger().info(self.engine.describe())
@@ -154,17 +154,17 @@ class CharmNode(LifecycleNode):
     def _on_sensor(self, sensor: str, msg) -> None:
         try:
             self.engine.accept(sensor, msg, self.now())
-        except conversions.ConversionError as exc:
+        except fields.ConversionError as exc:
             self.get_logger().warning(f"rejected {sensor} message: {exc}", throttle_duration_sec=5.0)
 
     def _on_camera_info(self, sensor: str, msg: CameraInfo) -> None:
         try:
             changed = self.engine.accept_camera_info(sensor, msg)
-        except conversions.ConversionError as exc:
+        except fields.ConversionError as exc:
             self.get_logger().warning(f"rejected {sensor} CameraInfo: {exc}", throttle_duration_sec=5.0)
             return
         if changed:
-            self.get_logger().info(f"{sensor} camera: {conversions.camera_info_summary(msg)}")
+            self.get_logger().info(f"{sensor} camera: {camera_info.camera_info_summary(msg)}")
 
     def on_undecodable(self, topic: str, error: Exception) -> None:
         """rclpy could not convert a received message (see run_node.TolerantExecutor)."""
@@ -192,7 +192,7 @@ class CharmNode(LifecycleNode):
 
     # ------------------------------------------------------------------ timers: the graph and /diagnostics
     def _watch_graph(self) -> None:
-        """QoS diagnostics (charm_ros.qos_watch) and CameraInfo latched before the node subscribed."""
+        """QoS diagnostics (charm_ros.node.qos_watch) and CameraInfo latched before the node subscribed."""
         engine = self.engine
         self.qos.update(quiet_ok={t for m, t in self.inputs.camera_info_topics.items()
                                   if engine is not None and engine.has_camera(m)})
