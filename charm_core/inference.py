@@ -96,7 +96,7 @@ def check_precision(backend: str, device: torch.device, precision: str) -> None:
         if precision not in ENGINE_PRECISIONS:
             raise ValueError(f"precision {precision!r}: tensorrt engines are {ENGINE_PRECISIONS}")
         if not installed("tensorrt"):
-            raise ValueError("backend 'tensorrt' needs TensorRT (pip install tensorrt; README, Fast runtimes)")
+            raise ValueError("backend 'tensorrt' needs TensorRT (pip install tensorrt; docs/runtimes.md)")
 
 
 class Predictor:

@@ -26,7 +26,7 @@ def _tensorrt():
         import tensorrt
     except ImportError as exc:
         raise ValueError("backend 'tensorrt' needs TensorRT (pip install tensorrt on a CUDA machine; "
-                         "see README, Fast runtimes)") from exc
+                         "see docs/runtimes.md)") from exc
     return tensorrt
 
 

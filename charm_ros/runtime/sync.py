@@ -13,7 +13,7 @@ the driver's clock), so the node and the bag evaluator get the same frames from 
   reference only, so a lower-priority sensor on another clock cannot lock the reference out.
 - A backwards jump of `now` or of one sensor's stamps (bag loop, sim-time restart) clears the buffers.
 The caller owns the locking (no threads here). Cost per call is O(sensors * buffer_size^2).
-The rules in full, with the cases behind them: docs/history.md ("Synchronizer rules").
+The rules in full, with the cases behind them: docs/sync.md.
 """
 from __future__ import annotations
 
