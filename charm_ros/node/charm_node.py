@@ -156,6 +156,10 @@ class CharmNode(LifecycleNode):
             self.engine.accept(sensor, msg, self.now())
         except fields.ConversionError as exc:
             self.get_logger().warning(f"rejected {sensor} message: {exc}", throttle_duration_sec=5.0)
+        while self.engine.content_events:  # a content fault entered or recovered: logged once
+            verdict = self.engine.content_events.popleft()
+            log = self.get_logger().warning if verdict.fault.kind else self.get_logger().info
+            log(verdict.text())
 
     def _on_camera_info(self, sensor: str, msg: CameraInfo) -> None:
         try:

@@ -22,10 +22,15 @@ import torch
 from charm_core.inference import Predictor
 from charm_core.modalities import all_subsets
 from charm_ros.msgs.fields import ConversionError
+from charm_ros.runtime.content_health import ContentHealth, Verdict
+from charm_ros.runtime.faults import FaultInjector
 from charm_ros.runtime.health import ModalityHealth, PipelineHealth
 from charm_ros.runtime.node_config import NodeConfig, resolve_palette
 from charm_ros.runtime.pipeline import Encoded, FrameSkipped, Pipeline, Result
 from charm_ros.runtime.sync import Frame, Synchronizer
+
+
+REJECTION_MEMORY_S = 10.0  # a sensor's status names its last rejected message this long after it
 
 
 class ModelFailure(RuntimeError):
@@ -63,6 +68,10 @@ class Engine:
         self.sync = Synchronizer(config.sync)
         self.counters = Counters()
         self.lock = threading.Condition()
+        self.content = ContentHealth(config.health)
+        self.content_events: deque[Verdict] = deque(maxlen=100)  # faults entered / recovered: drivers log them once
+        self.faults: FaultInjector | None = None  # scripted content faults (charm-bag-eval --faults)
+        self.faults_origin: float | None = None   # stamp the fault schedule counts from (the first message's)
 
     @property
     def predictor(self) -> Predictor:
@@ -98,6 +107,7 @@ class Engine:
         with self.lock:
             self.config = config
             self.sync.config = config.sync
+            self.content.config = config.health
             self.pipeline.config = replace(config.pipeline, input_size=self.pipeline.config.input_size)
         changed = not np.array_equal(palette, self.palette)
         self.palette = palette
@@ -111,8 +121,16 @@ class Engine:
         except (ConversionError, ValueError) as exc:
             self.reject(sensor, str(exc), now)
             raise ConversionError(str(exc)) from exc
+        if self.faults is not None:
+            self.faults_origin = sample.stamp if self.faults_origin is None else self.faults_origin
+            sample.array = self.faults.apply(sensor, sample.array, sample.stamp - self.faults_origin)
+        verdict = self.content.observe(sensor, sample.array, sample.stamp, now)
         with self.lock:
-            self.sync.add(sensor, sample.stamp, sample, now)
+            if verdict.changed:
+                self.content_events.append(verdict)
+            self.sync.silence(sensor, verdict.excluded)
+            if not verdict.excluded:
+                self.sync.add(sensor, sample.stamp, sample, now)
             self.lock.notify()
 
     def accept_camera_info(self, sensor: str, msg: Any) -> bool:
@@ -220,6 +238,8 @@ class Engine:
         stale_timeout = {mc.name: mc.stale_timeout for mc in self.config.sync.modalities}
         topics = " or ".join(camera_info_topics)
         c = self.counters
+        verdicts = (self.content.verdict(m) for m in self.config.enabled)
+        content = {v.sensor: v for v in verdicts if v is not None and v.fault.kind}
         modalities = []
         for m in self.config.enabled:
             s = stats[m]
@@ -230,10 +250,12 @@ class Engine:
             modalities.append(ModalityHealth(
                 name=m, alive=m in alive, age=age, rate_hz=s.rate_hz if m in alive else 0.0,
                 received=s.received, used=s.used, dropped=s.dropped + s.duplicates + s.out_of_order,
-                rejected=c.rejected[m], last_error=c.last_error[m],
+                rejected=c.rejected[m],
+                last_error=c.last_error[m] if now - c.last_rejected.get(m, -math.inf) <= REJECTION_MEMORY_S else "",
                 stamps_refused=m in refusing, lag=s.lag, unmatched_s=unmatched.get(m),
                 rejecting=now - c.last_rejected.get(m, -math.inf) <= stale_timeout[m], left_out=left_out,
                 info_rejected=c.info_rejected[m], info_error=c.info_error[m], qos_warning=qos_warnings.get(m, ""),
+                content=content[m].text() if m in content else "", excluded=m in content and content[m].excluded,
                 offset_s=None if m == reference or None in (ref_lag, s.typical_lag) else ref_lag - s.typical_lag))
         recent = [t for t in list(c.publish_times) if t > time.monotonic() - 3.0]
         rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 2 and recent[-1] > recent[0] else 0.0

@@ -38,6 +38,8 @@ class ModalityHealth:
     unmatched_s: float | None = None  # alive, but in no frame for this long (see Synchronizer.unmatched)
     offset_s: float | None = None  # its stamps minus the reference's, from smoothed lags (None for the reference)
     qos_warning: str = ""      # its topics' QoS or type does not match their publishers (what to change)
+    content: str = ""          # a content fault ("frozen, 14 identical frames over 1.4 s: left out"); "" = healthy
+    excluded: bool = False     # left out of the subset for that fault (content health)
 
 
 @dataclass
@@ -72,7 +74,8 @@ class StatusReport:
 def assess(health: PipelineHealth) -> list[StatusReport]:
     """One status for the pipeline, then one per enabled modality."""
     alive = tuple(m.name for m in health.modalities if m.alive)
-    missing = [m for m in health.enabled if m not in alive]
+    excluded = [m.name for m in health.modalities if m.excluded]
+    missing = [m for m in health.enabled if m not in alive and m not in excluded]
     unmatched = [m.name for m in health.modalities if m.alive and m.unmatched_s is not None]
     off_clock = [m for m in health.modalities if m.alive and m.unmatched_s is None and _off_clock(m)]
     left_out = [m.name for m in health.modalities if m.alive and m.left_out]
@@ -90,15 +93,17 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
         level, message = ERROR, "no sensor input alive" + (f" ({qos_note[0]})" if qos else "")
     elif not running:
         level, message = ERROR, f"sensors alive ({'+'.join(alive)}) but none usable: see their status"
-    elif missing or unmatched or off_clock or left_out or qos:
+    elif missing or unmatched or off_clock or left_out or qos or excluded:
         connects = [m for m in qos if m not in missing]
-        why = ([f"no {', '.join(missing)}"] if missing else []) + [f"{m} unmatched" for m in unmatched] + [
+        why = ([f"no {', '.join(missing)}"] if missing else []) + [
+            f"{m} left out: content {_content_kind(health, m)}" for m in excluded] + [f"{m} unmatched" for m in unmatched] + [
             f"{m.name} stamps {_offset(m, health, '', lags=False)}" for m in off_clock] + [
             f"{m} left out" for m in left_out] + ([f"{'+'.join(connects)}: see the sensor status"] if connects else [])
         level, message = WARN, f"degraded: running on {running} ({'; '.join(why)})"
     else:
         level, message = OK, f"running on {'+'.join(alive)}"
     values = {
+        "excluded": "+".join(excluded) or "none",
         "lifecycle_state": "active",
         "enabled": str(not health.paused).lower(),
         "alive": "+".join(alive) or "none",
@@ -115,7 +120,9 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
     }
     reports = [StatusReport("charm: pipeline", level, message, values)]
     for m in health.modalities:
-        if m.qos_warning:
+        if m.content:
+            m_level, m_message = WARN, m.content
+        elif m.qos_warning:
             m_level, m_message = WARN, ("alive" if m.alive else "no message yet" if m.age is None else
                                         f"stale for {m.age:.1f} s") + f": {m.qos_warning}"
         elif not m.alive:
@@ -153,9 +160,15 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
             "rejected": str(m.rejected), "last_error": m.last_error, "stamp_lag_s": _fmt(m.lag, 3),
             "stamp_offset_s": _fmt(m.offset_s, 3), "unmatched_s": _fmt(m.unmatched_s), "left_out": m.left_out,
             "camera_info_rejected": str(m.info_rejected), "camera_info_error": m.info_error,
-            "qos_warning": m.qos_warning,
+            "qos_warning": m.qos_warning, "content": m.content or "healthy",
         }))
     return reports + [output_report(health.output_warnings)]
+
+
+def _content_kind(health: PipelineHealth, name: str) -> str:
+    """'frozen' out of a sensor's content text ('depth: frozen, ...')."""
+    text = next(m.content for m in health.modalities if m.name == name)
+    return text.split(",")[0].split(": ")[-1]
 
 
 def output_report(warnings: dict[str, str]) -> StatusReport:

@@ -25,6 +25,7 @@ from charm_core.runtimes import BACKENDS
 from charm_core.modalities import MODALITIES, ModalitySpec, resolve_modalities
 from charm_ros.msgs.outputs import OUTPUT_TYPES
 from charm_ros.paths import share_path
+from charm_ros.runtime.content_health import HEALTH_PARAMETERS, HealthConfig
 from charm_ros.runtime.parameters import ConfigError, ParamSpec, check_all
 from charm_ros.runtime.pipeline import PipelineConfig
 from charm_ros.runtime.sync import ModalityConfig, SyncConfig
@@ -112,6 +113,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "/diagnostics names it (with the QoS or type that does not match)", minimum=0.5),
     ParamSpec("diagnostics.period", 1.0, "seconds between /diagnostics messages (also sent on change)",
               minimum=0.05),
+    *HEALTH_PARAMETERS,
 )
 SPECS = {p.name: p for p in PARAMETERS}
 
@@ -184,6 +186,7 @@ class NodeConfig:
     palette: np.ndarray | None  # Nx3 uint8, or None for the checkpoint's
     diagnostics_period: float
     autostart: bool
+    health: HealthConfig = HealthConfig()  # content-health thresholds and policy (health.*)
     raw: dict[str, Any] = field(default_factory=dict)  # every parameter, defaults filled in, checked
     sensors: tuple[ModalitySpec, ...] = DELIVER_SENSORS  # declared (node_sensors), enabled or not
     specs: dict[str, ParamSpec] = field(default_factory=lambda: dict(SPECS))  # their parameters by name
@@ -266,6 +269,7 @@ def validate(values: dict[str, Any], sensors: tuple[ModalitySpec, ...] = DELIVER
         palette=parse_palette(v["outputs.palette"]),
         diagnostics_period=v["diagnostics.period"],
         autostart=v["autostart"],
+        health=HealthConfig.from_params(v),
         raw=v, sensors=tuple(sensors), specs={p.name: p for p in specs},
     )
 

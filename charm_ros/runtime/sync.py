@@ -111,6 +111,7 @@ class _Stream:
     consumed: float | None = None  # newest stamp that went into a frame since the last reset
     period: float | None = None  # smoothed stamp interval
     matched: float | None = None  # `now` it last went into a frame, came alive, or had its buffer reset
+    silenced: bool = False  # left out by content health: not alive, as if it had gone silent
 
     def clear(self) -> None:
         self.discard(self.buffer)
@@ -246,6 +247,14 @@ class Synchronizer:
                 out[name] = now - s.matched
         return out
 
+    def silence(self, modality: str, silenced: bool) -> None:
+        """Leave a sensor out (its content lies) exactly as if it had gone silent: not alive, its buffer
+        emptied, so frames neither wait for it nor take it; un-silenced, its next message brings it back."""
+        stream = self._stream(modality)
+        if silenced and not stream.silenced:
+            stream.clear()
+        stream.silenced = silenced
+
     def reference(self, now: float) -> str | None:
         """The modality whose messages define frames at `now`: the highest-priority alive one."""
         return next((name for name, s in self._streams.items() if self._is_alive(s, now)), None)
@@ -279,7 +288,7 @@ class Synchronizer:
         return reference is not None and names.index(reference) < names.index(modality)
 
     def _is_alive(self, stream: _Stream, now: float) -> bool:
-        return self._is_recent(stream.last_arrival, stream, now)
+        return not stream.silenced and self._is_recent(stream.last_arrival, stream, now)
 
     @staticmethod
     def _is_recent(time: float | None, stream: _Stream, now: float) -> bool:
