@@ -10,8 +10,8 @@ period). Node overhead = e2e - forward: DDS both ways, conversion, sync, encodin
 forward time measured afterwards in this process, alone on the cores, is printed for comparison; on
 2 shared cores it differs from the in-node figure by up to ~10 ms either way, which is why it is not
 the one subtracted. The overhead is split with the node's other reported medians (encoding, stamp ->
-mask published); medians of parts add up only approximately. Then the input rate is raised to 2x what the node sustains: with latest-wins there
-must be no queue growth (latency at the end no higher than at the start).
+mask published); medians of parts add up only approximately. Then the input rate is raised to 2x what
+the node sustains: with latest-wins there must be no queue growth (latency at the end no higher than at the start).
 """
 from __future__ import annotations
 
@@ -119,10 +119,10 @@ def publisher(frames: Path, control: Path) -> None:
 def standalone_forward(checkpoint: str, frames: Path, subset: tuple[str, ...], reps: int = 30) -> float:
     """Median model forward (ms) on the same frames with the node's Pipeline, in this process."""
     from charm_core.inference import Predictor
-    from charm_ros.runtime.pipeline import Pipeline, SensorSample
-    from charm_ros.runtime.sync import Frame
     from charm_ros.runtime.node_config import validate
     from charm_ros.runtime.parameters import load_param_file
+    from charm_ros.runtime.pipeline import Pipeline, SensorSample
+    from charm_ros.runtime.sync import Frame
 
     cfg = validate(load_param_file(ROOT / "config" / "charm.param.yaml"))
     data = dict(np.load(frames))
@@ -187,7 +187,8 @@ def main() -> int:
             reports.extend((now, {kv.key: kv.value for kv in st.values}) for st in msg.status
                            if st.name.endswith(": pipeline"))
 
-    probe.create_subscription(Image, "/charm/mask", on_mask, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    probe.create_subscription(Image, "/charm/mask", on_mask, reliable)
     probe.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
     spin = threading.Thread(target=rclpy.spin, args=(probe,), daemon=True)
     spin.start()

@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from model_latency import count_gflops, matmul_gflops
 
-from charm_core.model import ModelConfig, build_model
 from charm_core.modalities import MODALITIES
+from charm_core.model import ModelConfig, build_model
 from charm_core.runtimes.graph import GraphSpec, export_graph, runtime_graph
 from charm_core.runtimes.ort_session import CPU_EP, session_options
-from model_latency import count_gflops, matmul_gflops
 
 MATMUL_OPS = ("Gemm", "MatMul", "FusedMatMul", "Conv")
 

@@ -19,6 +19,7 @@ import threading
 import time
 
 import node_latency as bench
+
 from charm_core.modalities import all_subsets, subset_name
 
 HAS_CAMERA_INFO = ("rgb", "depth")
@@ -91,7 +92,8 @@ def main() -> int:
         with lock:
             arrivals.append((now, stamp_to_sec(msg.header.stamp)))
 
-    probe.create_subscription(Image, "/charm/mask", on_mask, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    probe.create_subscription(Image, "/charm/mask", on_mask, reliable)
     stop = threading.Event()
 
     def spin() -> None:

@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 from charm_core.checkpoint import CheckpointInfo, load_checkpoint
 from charm_core.malloc_tuning import release_freed_memory
+from charm_core.modalities import all_subsets
 from charm_core.model import build_model
 from charm_core.model.segmentor import Segmentor
-from charm_core.modalities import all_subsets
 from charm_core.runtimes import BACKENDS, installed, resolve_backend
 from charm_core.runtimes.cache import GraphCache, file_sha256, model_digest
 from charm_core.runtimes.graph import GraphSpec, parse_subset, subset_key
@@ -194,7 +194,8 @@ class Predictor:
             done.set()
             return done
         size = self._size(size)
-        chosen = all_subsets(self.modalities) if subsets is None else [parse_subset(s, self.modalities) for s in subsets]
+        chosen = (all_subsets(self.modalities) if subsets is None
+                  else [parse_subset(s, self.modalities) for s in subsets])
         keys = list(dict.fromkeys((s, size) for s in chosen))
         with self._state:
             self._pending.update(k for k in keys if k not in self._runners and k not in self._failed)

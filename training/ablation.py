@@ -80,7 +80,8 @@ def main() -> int:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--device", default="auto", help="for the evaluation")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, the same for every variant")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="recipe overrides, the same for every variant")
     args = parser.parse_intermixed_args()  # key=value overrides before or after options
     args.out.mkdir(parents=True, exist_ok=True)
     trains = {v: train_command(args.recipe, args.data, args.out, v, args.overrides) for v in args.variants}

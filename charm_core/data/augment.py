@@ -2,15 +2,15 @@
 
 Geometric steps (random resized crop, horizontal flip) move every modality and the label together;
 photometric steps (colour jitter, Gaussian blur) touch colour cameras only, because brightness means
-nothing to a depth, LiDAR or event encoding, and a thermal value is a temperature. Randomness comes from an explicit numpy Generator, so a sample is
-reproducible from (seed, epoch, index) whatever the DataLoader worker layout.
+nothing to a depth, LiDAR or event encoding, and a thermal value is a temperature. Randomness comes
+from an explicit numpy Generator, so a sample is reproducible from (seed, epoch, index)
+whatever the DataLoader worker layout.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping
-
-import math
 
 import cv2
 import numpy as np

@@ -101,8 +101,9 @@ class DeliverDataset(ModalDataset):
     """DELIVER-layout frames -> ({modality: float32 3xHxW tensor}, int64 HxW labels, 255 = ignore).
 
     `modalities`: names or specs (charm_core.modalities). Evaluation (augment=False) resizes as
-    `eval_resize` says (EVAL_RESIZES: exact to `size`, or DELIVER's protocol). Training (augment=True) applies `charm_core.data.augment`
-    seeded by (seed, epoch, index); call `set_epoch` each epoch for fresh augmentations.
+    `eval_resize` says (EVAL_RESIZES: exact to `size`, or DELIVER's protocol). Training (augment=True)
+    applies `charm_core.data.augment` seeded by (seed, epoch, index); call `set_epoch` each epoch for
+    fresh augmentations.
     """
 
     CLASSES = DELIVER_CLASSES

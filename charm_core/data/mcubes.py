@@ -20,8 +20,15 @@ import numpy as np
 
 from charm_core.classes import IGNORE_INDEX
 from charm_core.data.augment import AugmentConfig
-from charm_core.data.base import (ListedSample, ModalDataset, color_image, encode_stored, read_list, read_stored,
-                                  single_channel)
+from charm_core.data.base import (
+    ListedSample,
+    ModalDataset,
+    color_image,
+    encode_stored,
+    read_list,
+    read_stored,
+    single_channel,
+)
 from charm_core.encoders.angle import encode_sincos
 from charm_core.modalities import ModalityEntry
 
@@ -54,7 +61,8 @@ class MCubeSDataset(ModalDataset):
     CLASSES = MCUBES_CLASSES
     PALETTE = MCUBES_PALETTE
 
-    def __init__(self, root: str | Path, split: str, modalities: Iterable[ModalityEntry] = ("rgb", "aolp", "dolp", "nir"),
+    def __init__(self, root: str | Path, split: str,
+                 modalities: Iterable[ModalityEntry] = ("rgb", "aolp", "dolp", "nir"),
                  size: tuple[int, int] = (512, 512), augment: bool = False, seed: int = 0,
                  augment_config: AugmentConfig = AugmentConfig(), eval_resize: str = "exact") -> None:
         super().__init__(root, modalities, size, augment, seed, augment_config, eval_resize)

@@ -53,7 +53,8 @@ class MFNetDataset(ModalDataset):
         super().__init__(root, modalities, size, augment, seed, augment_config, eval_resize)
         wrong = [s.name for s in self.specs if s.name not in FILES]
         if wrong or any(s.kind != ("color" if s.name == "rgb" else "intensity") for s in self.specs):
-            raise ValueError(f"MFNet provides rgb (color) and thermal (intensity), not {wrong or list(self.modalities)}")
+            raise ValueError("MFNet provides rgb (color) and thermal (intensity), "
+                             f"not {wrong or list(self.modalities)}")
         if split not in LISTS:
             raise ValueError(f"split must be one of {tuple(LISTS)}, got {split!r}")
         listing = self.root / LISTS[split]

@@ -89,9 +89,11 @@ class MusesDataset(ModalDataset):
     CLASSES = MUSES_CLASSES
     PALETTE = MUSES_PALETTE
 
-    def __init__(self, root: str | Path, split: str, modalities: Iterable[ModalityEntry] = ("rgb", "event", "lidar"),
+    def __init__(self, root: str | Path, split: str,
+                 modalities: Iterable[ModalityEntry] = ("rgb", "event", "lidar"),
                  size: tuple[int, int] = (512, 512), weather: str | None = None, time: str | None = None,
-                 augment: bool = False, seed: int = 0, augment_config: AugmentConfig = AugmentConfig(), eval_resize: str = "exact") -> None:
+                 augment: bool = False, seed: int = 0, augment_config: AugmentConfig = AugmentConfig(),
+                 eval_resize: str = "exact") -> None:
         super().__init__(root, modalities, size, augment, seed, augment_config, eval_resize)
         self.samples = self.found(find_muses(self.root, split, weather, time),
                                   f"no MUSES frames under {self.root}/frame_camera/{split}/<weather>/<time>/ "

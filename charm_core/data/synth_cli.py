@@ -17,8 +17,8 @@ import cv2
 from charm_core.classes import DELIVER_CLASSES
 from charm_core.cli_help import HelpFormatter
 from charm_core.data.synthetic.export import RENDERABLE, check_modalities, write_dataset
-from charm_core.modalities import DELIVER_MODALITIES
 from charm_core.data.synthetic.preview import contact_sheet
+from charm_core.modalities import DELIVER_MODALITIES
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -10,8 +10,7 @@ from charm_core.encoders.frame import FrameEncoder
 from charm_core.encoders.geometry import Letterbox, SensorGeometry, project_points, scale_intrinsics
 from charm_core.encoders.intensity import encode_intensity, to_physical
 from charm_core.encoders.lidar import lidar_to_raster, project_to_pixels
-from charm_core.encoders.rgb import (IMAGENET_MEAN, IMAGENET_STD, encode_float, encode_rgb, encode_unit,
-                                     frame_to_network)
+from charm_core.encoders.rgb import IMAGENET_MEAN, IMAGENET_STD, encode_float, encode_rgb, encode_unit, frame_to_network
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "FrameEncoder", "Letterbox", "SensorGeometry", "depth_to_hha",

@@ -2,7 +2,6 @@
 from charm_core.model.config import ARCHS, ModelConfig
 from charm_core.model.mit import BACKBONES, MiTConfig
 from charm_core.model.segmentor import Segmentor, build_model
-
 from charm_core.model.weights import ImportReport, init_from
 
 __all__ = ["ARCHS", "BACKBONES", "ImportReport", "MiTConfig", "ModelConfig", "Segmentor", "build_model",

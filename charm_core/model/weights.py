@@ -178,7 +178,8 @@ _RULES: dict[str, tuple[tuple[str, str], ...]] = {
         (r"decode_head\.classifier\.(?P<leaf>\w+)", "decoder.linear_pred.{leaf}"),
     ),
     "mmseg": (
-        (r"(?:backbone\.)?layers\.(?P<stage0>\d)\.0\.projection\.(?P<leaf>\w+)", "backbone.patch_embed{stage}.proj.{leaf}"),
+        (r"(?:backbone\.)?layers\.(?P<stage0>\d)\.0\.projection\.(?P<leaf>\w+)",
+         "backbone.patch_embed{stage}.proj.{leaf}"),
         (r"(?:backbone\.)?layers\.(?P<stage0>\d)\.0\.norm\.(?P<leaf>\w+)", "backbone.patch_embed{stage}.norm.{leaf}"),
         (r"(?:backbone\.)?layers\.(?P<stage0>\d)\.1\.(?P<i>\d+)\.(?P<part>.+?)[._](?P<leaf>weight|bias)",
          "backbone.block{stage}.{i}.{part}.{leaf}"),
@@ -249,7 +250,8 @@ def _check_encoder(own: dict[str, Tensor], tensors: dict[str, Tensor], backbone:
         def short(keys):
             return [k.removeprefix("backbone.") for k in keys[:8]]
         variant = encoder_variant(tensors)
-        hint = f"; the file holds MiT-{variant}: set model.backbone={variant}" if variant and variant != backbone else ""
+        wrong = variant and variant != backbone
+        hint = f"; the file holds MiT-{variant}: set model.backbone={variant}" if wrong else ""
         raise ValueError(
             f"{path} does not match this MiT-{backbone} encoder: {len(missing)} missing {short(missing)}, "
             f"{len(unexpected)} unexpected {short(unexpected)}, {len(shapes)} shape mismatches {shapes[:8]}{hint}")

@@ -72,7 +72,8 @@ def eval_main(argv: list[str] | None = None) -> int:
                                      description="MaSS evaluation: all 2^N - 1 subsets of the model's N modalities, "
                                                  "Mean / Top-1 / Last-1.")
     parser.add_argument("--checkpoint", required=True, help="checkpoint (safetensors) to evaluate")
-    parser.add_argument("--data", required=True, help="dataset root (DELIVER layout: real DELIVER or charm-synth output)")
+    parser.add_argument("--data", required=True,
+                        help="dataset root (DELIVER layout: real DELIVER or charm-synth output)")
     parser.add_argument("--dataset", choices=sorted(DATASETS),
                         help="dataset layout (default: the checkpoint's training recipe's, else deliver)")
     parser.add_argument("--split", default="val", choices=SPLITS, help="split to evaluate")

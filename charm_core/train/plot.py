@@ -22,7 +22,8 @@ def plot_metrics(jsonl: str | Path, out_png: str | Path) -> Path | None:
             ax_loss.plot(*zip(*points), label=label)
     ax_loss.set(xlabel="step", ylabel="loss", title="training loss")
     ax_loss.legend()
-    for key, label in (("val_mean", "Mean"), ("val_top1", "Top-1"), ("val_last1", "Last-1"), ("val_full", "all modalities")):
+    curves = (("val_mean", "Mean"), ("val_top1", "Top-1"), ("val_last1", "Last-1"), ("val_full", "all modalities"))
+    for key, label in curves:
         points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
         if points:
             ax_val.plot(*zip(*points), marker="o", label=label)

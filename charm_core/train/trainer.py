@@ -33,8 +33,8 @@ from charm_core.data.augment import AugmentConfig
 from charm_core.data.base import ModalDataset
 from charm_core.data.datasets import build_dataset
 from charm_core.evaluation import evaluate_subsets
-from charm_core.model import build_model, init_from
 from charm_core.modalities import all_subsets
+from charm_core.model import build_model, init_from
 from charm_core.train import distributed
 from charm_core.train.class_weights import class_pixels, sqrt_median_weights
 from charm_core.train.config import TrainConfig

@@ -333,7 +333,8 @@ class Street:
         patch = M.noise(x * 0.13, y * 0.13, 1.0)
         asphalt = ASPHALT * (0.75 + 0.5 * tex + 0.3 * (patch - 0.5))[:, None]
         grass_mix = M.noise(x * 0.3, y * 0.3, 1.0)[:, None]
-        terrain = (GRASS_ALBEDO * (1 - grass_mix) + DIRT_ALBEDO * grass_mix) * (0.7 + 0.6 * M.noise(y, x, 10.0))[:, None]
+        shade = (0.7 + 0.6 * M.noise(y, x, 10.0))[:, None]
+        terrain = (GRASS_ALBEDO * (1 - grass_mix) + DIRT_ALBEDO * grass_mix) * shade
         albedo = np.where(road[:, None], asphalt, terrain).astype(np.float32)
         paint_col = np.where(yellow[:, None], YELLOW_PAINT, WHITE_PAINT) * (0.85 + 0.3 * tex)[:, None]
         albedo[paint] = paint_col[paint]
