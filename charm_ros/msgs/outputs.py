@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 
 from charm_core.classes import colorize
@@ -20,9 +21,9 @@ from charm_ros.msgs.camera_info import k_to_camera_info
 from charm_ros.msgs.images import numpy_to_image
 from charm_ros.msgs.pointclouds import records_to_pointcloud2
 
-# Output name -> ROS message type name (the node's ~/<name> topics).
-OUTPUT_TYPES = {"mask": "Image", "color_mask": "Image", "overlay": "Image", "confidence": "Image",
-                "camera_info": "CameraInfo", "subset": "String", "labeled_points": "PointCloud2"}
+# Output name -> ROS message type (the node's ~/<name> topics, each with an outputs.<name> switch).
+OUTPUT_TYPES = {"mask": Image, "color_mask": Image, "overlay": Image, "confidence": Image,
+                "camera_info": CameraInfo, "subset": String, "labeled_points": PointCloud2}
 NO_DATA = 255
 
 
@@ -47,6 +48,11 @@ class Report(Protocol):
     values: dict[str, str]
 LABELED_POINT = np.dtype([("x", np.float32), ("y", np.float32), ("z", np.float32), ("intensity", np.float32),
                           ("confidence", np.float32), ("label", np.uint8)], align=True)  # point_step 24
+
+
+def type_name(msg_type: type) -> str:
+    """'sensor_msgs/msg/Image' for sensor_msgs.msg.Image: how rosbag2 and the graph name a type."""
+    return f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
 
 
 def output_messages(result: Segmentation, wanted: Iterable[str], palette: np.ndarray,

@@ -22,7 +22,6 @@ from charm_ros.runtime.node_config import NodeConfig
 from charm_ros.runtime.pipeline import Result
 
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
-MESSAGE_TYPES = {"Image": Image, "CameraInfo": CameraInfo, "String": String, "PointCloud2": PointCloud2}
 
 
 class NodeInputs:
@@ -83,12 +82,12 @@ class NodeOutputs:
     def open(self, cfg: NodeConfig) -> None:
         qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST,
                          reliability=RELIABILITY[cfg.qos.output_reliability])
-        for name, kind in [*OUTPUT_TYPES.items(), ("labels", "String")]:
+        for name, msg_type in [*OUTPUT_TYPES.items(), ("labels", String)]:
             topic = self.node.resolve_topic_name(f"~/{name}")
             profile = LATCHED if name == "labels" else qos
             self.pubs[name] = self.node.create_lifecycle_publisher(
-                MESSAGE_TYPES[kind], topic, profile, event_callbacks=self.qos.publisher_events(topic))
-            self.qos.add_output(topic, MESSAGE_TYPES[kind], profile)
+                msg_type, topic, profile, event_callbacks=self.qos.publisher_events(topic))
+            self.qos.add_output(topic, msg_type, profile)
 
     def listened(self) -> list[str]:
         """The outputs someone subscribes to (the worker runs nothing while this is empty)."""

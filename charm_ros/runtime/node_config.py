@@ -315,7 +315,7 @@ def topics_help() -> str:
     """The node's topics for --help: inputs (remap them, or set <sensor>.topic) and outputs."""
     inputs = [f"  {SPECS[n].default:<24} {SPECS[n].description}" for n in SPECS if n.endswith("topic")] + [
         f"  {'~/<name>/image':<24} each further camera of the checkpoint (e.g. thermal), with ~/<name>/camera_info"]
-    outputs = [f"  ~/{name:<22} {kind}" for name, kind in OUTPUT_TYPES.items()]
+    outputs = [f"  ~/{name:<22} {kind.__name__}" for name, kind in OUTPUT_TYPES.items()]
     return "\n".join(["subscribed topics:", *inputs, "published topics:", *outputs,
                       f"  {'~/labels':<24} String (latched JSON: classes, palette)",
                       f"  {'/diagnostics':<24} DiagnosticArray"])

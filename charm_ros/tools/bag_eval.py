@@ -29,7 +29,7 @@ from charm_ros.bags.cli import add_topic_arguments, check_topics, cli_errors, re
 from charm_ros.bags.evaluator import BagEvaluator
 from charm_ros.bags.reader import stamp_ns
 from charm_ros.bags.topics import topic_keys
-from charm_ros.msgs.outputs import OUTPUT_TYPES, output_messages
+from charm_ros.msgs.outputs import OUTPUT_TYPES, output_messages, type_name
 from charm_ros.paths import share_path
 from charm_ros.runtime.dropouts import parse_dropouts
 from charm_ros.runtime.pipeline import Result
@@ -46,7 +46,7 @@ def write_predictions(out: Path, results: list[Result], palette: np.ndarray, sto
     typestore = get_typestore(Stores.ROS2_KILTED)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     with Writer(out, version=8, storage_plugin=plugin) as writer:
-        conns = {name: writer.add_connection(f"/charm/{name}", f"sensor_msgs/msg/{OUTPUT_TYPES[name]}",
+        conns = {name: writer.add_connection(f"/charm/{name}", type_name(OUTPUT_TYPES[name]),
                                              typestore=typestore) for name in PREDICTION_OUTPUTS}
         for r in results:
             t = stamp_ns(r.frame.data[r.frame.reference])
