@@ -34,7 +34,7 @@ EXCLUDED_FAULTS: dict[str, tuple[str, ...]] = {
     "frozen": ("rgb", "depth", "event", "lidar", "thermal"),
     "saturated": ("depth", "event"),
     "noisy": ("depth",),
-    "collapsed": ("depth",),
+    "collapsed": ("depth", "lidar"),
     "flat": ("thermal",),
 }
 
@@ -69,7 +69,7 @@ class HealthConfig:
 _DEFAULT = HealthConfig()
 HEALTH_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("health.exclude", True, "leave a sensor out of the subset while its content is faulted in a way "
-              "that hurts CHARM (frozen; depth saturated, noisy or collapsed; event saturated; thermal flat); "
+              "that hurts CHARM (frozen; depth saturated, noisy or collapsed; LiDAR collapsed; event saturated; thermal flat); "
               "false = detect and report on /diagnostics only", dynamic=True),
     ParamSpec("health.enter_frames", _DEFAULT.enter_frames, "consecutive faulty frames before a sensor counts as "
               "faulted", dynamic=True, minimum=1, maximum=100),
