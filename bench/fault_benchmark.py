@@ -242,7 +242,8 @@ def run_checkpoint(checkpoint: str, args: argparse.Namespace, clean_drives: dict
         deliver.append(row)
     lines = [f"## {checkpoint} (backend {bench.predictor.backend}, seed {HELD_OUT_SEED}, "
              f"{sum(map(len, clean_drives.values()))} clean frames over {len(clean_drives)} conditions, "
-             f"{bench.forwards} model runs in {time.perf_counter() - begin:.0f} s)", "", table(rows + deliver, clean), ""]
+             f"{bench.forwards} model runs in {time.perf_counter() - begin:.0f} s)", "",
+             table(rows + deliver, clean), ""]
     cost_small = check_cost(clean_drives, sensors, None)
     cost_large = check_cost({c: f[:10] for c, f in clean_drives.items()}, sensors, (720, 1280))
     node_large = node_frame_ms(bench, clean_drives, (720, 1280))

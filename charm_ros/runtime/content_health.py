@@ -69,8 +69,8 @@ class HealthConfig:
 _DEFAULT = HealthConfig()
 HEALTH_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("health.exclude", True, "leave a sensor out of the subset while its content is faulted in a way "
-              "that hurts CHARM (frozen; depth saturated, noisy or collapsed; LiDAR collapsed; event saturated; thermal flat); "
-              "false = detect and report on /diagnostics only", dynamic=True),
+              "that hurts CHARM (frozen; depth saturated, noisy or collapsed; LiDAR collapsed; event saturated; "
+              "thermal flat); false = detect and report on /diagnostics only", dynamic=True),
     ParamSpec("health.enter_frames", _DEFAULT.enter_frames, "consecutive faulty frames before a sensor counts as "
               "faulted", dynamic=True, minimum=1, maximum=100),
     ParamSpec("health.leave_frames", _DEFAULT.leave_frames, "consecutive healthy frames before a faulted sensor "

@@ -96,7 +96,8 @@ def assess(health: PipelineHealth) -> list[StatusReport]:
     elif missing or unmatched or off_clock or left_out or qos or excluded:
         connects = [m for m in qos if m not in missing]
         why = ([f"no {', '.join(missing)}"] if missing else []) + [
-            f"{m} left out: content {_content_kind(health, m)}" for m in excluded] + [f"{m} unmatched" for m in unmatched] + [
+            f"{m} left out: content {_content_kind(health, m)}" for m in excluded] + [
+            f"{m} unmatched" for m in unmatched] + [
             f"{m.name} stamps {_offset(m, health, '', lags=False)}" for m in off_clock] + [
             f"{m} left out" for m in left_out] + ([f"{'+'.join(connects)}: see the sensor status"] if connects else [])
         level, message = WARN, f"degraded: running on {running} ({'; '.join(why)})"
