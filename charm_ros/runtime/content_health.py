@@ -27,6 +27,10 @@ GRID = 16            # blocks per image side
 BLOCK_SAMPLES = 16   # pixels per block side after subsampling (bounds the cost at any resolution)
 LIDAR_SECTORS = 64   # azimuth sectors of the LiDAR signature
 LIDAR_RINGS = 8      # elevation bands of 1/8 rad (every point counts: a subsample would shift with dropouts)
+# Sensors whose frame-to-frame change is measured relative to their activity (mean level): an event
+# frame's change grows with its number of events, which legitimately falls (fog, a quiet stretch), so an
+# absolute change compared with the typical one of a busier stretch looked frozen (docs/sensor_health.md).
+ACTIVITY_RELATIVE = ("event",)
 
 # fault kind -> the sensors it leaves out (when `health.exclude` is on); other findings are reported
 # only, since keeping such a sensor did not cost CHARM accuracy on the fault benchmark.
@@ -274,9 +278,11 @@ class ContentHealth:
             self.reset()
             state = self.states.setdefault(sensor, SensorState())
         signature, finding = inspect(sensor, array, config)
-        still = self._update_change(state, signature, stamp, now)
+        change, still = self._update_change(sensor, state, signature, now)
         if not finding.kind:
             finding = self._history_finding(sensor, state, signature, still, stamp, now)
+        if not finding.kind and not state.fault.kind:
+            self._learn(state, signature, change, still)
         state.last, state.last_stamp, state.last_finding = signature, stamp, finding
         return self._hysteresis(sensor, state, finding, undecided=still is None)
 
@@ -294,25 +300,38 @@ class ContentHealth:
     def _excludes(self, sensor: str, fault: Finding) -> bool:
         return self.config.exclude and sensor in EXCLUDED_FAULTS.get(fault.kind, ())
 
-    def _update_change(self, state: SensorState, signature: Signature, stamp: float, now: float) -> bool | None:
-        """Whether the frame is unchanged from the last one (None: no typical change known yet)."""
+    def _update_change(self, sensor: str, state: SensorState, signature: Signature,
+                       now: float) -> tuple[float | None, bool | None]:
+        """The frame's change from the last one, and whether it is unchanged (None: no typical change
+        known yet)."""
         if state.last is None or state.last.values.shape != signature.values.shape:
-            return None
+            return None, None
         change = float(np.abs(signature.values - state.last.values).mean())
+        if sensor in ACTIVITY_RELATIVE:
+            change /= max(0.5 * float(signature.values.mean() + state.last.values.mean()), 1e-3)
         typical = float(np.median(state.changes)) if len(state.changes) >= 3 else None
         ratio = None if typical is None else change / max(typical, 1e-9)
         still = None if ratio is None else ratio < self.config.still_ratio
-        if not still:  # the typical change is that of a sensor whose content moves
-            state.changes.append(change)
-            while len(state.changes) > self.config.history:
-                state.changes.popleft()
         state.ratio, state.ratio_time = ratio, now
         if still:
             state.still_run += 1
             state.still_since = state.last_stamp if state.still_run == 1 else state.still_since
         else:
             state.still_run, state.still_since = 0, None
-        return still
+        return change, still
+
+    def _learn(self, state: SensorState, signature: Signature, change: float | None, still: bool | None) -> None:
+        """Add a healthy frame of a healthy sensor to its history: faulted frames (and the first ones
+        after a fault, while it is still reported) would skew the typical change and the recent
+        counts, so that the clean frames after the fault looked frozen or collapsed against them."""
+        if change is not None and not still:  # the typical change is that of a sensor whose content moves
+            state.changes.append(change)
+            while len(state.changes) > self.config.history:
+                state.changes.popleft()
+        if signature.count:
+            state.counts.append(signature.count)
+            while len(state.counts) > self.config.history:
+                state.counts.popleft()
 
     def _others_motion(self, sensor: str, now: float) -> float:
         """The largest recent change ratio of the other sensors (0 when none is known)."""
@@ -335,9 +354,6 @@ class ContentHealth:
                 shown = (f"{signature.count:.0%}", f"{recent:.0%}") if sensor == "depth" else \
                     (f"{signature.count:.0f}", f"{recent:.0f}")
                 return Finding("collapsed", f"{what} {shown[0]} against {shown[1]} recently")
-            state.counts.append(signature.count)
-            while len(state.counts) > config.history:
-                state.counts.popleft()
         return Finding()
 
     def _hysteresis(self, sensor: str, state: SensorState, finding: Finding, undecided: bool) -> Verdict:

@@ -13,8 +13,12 @@ H, W = 128, 160
 FPS = 10.0
 
 
+SENSORS = ("rgb", "depth", "lidar", "event", "thermal")
+
+
 def scene(t: float) -> dict[str, np.ndarray]:
-    """A textured scene sliding sideways at 40 px/s, seen by a camera, a depth camera and a LiDAR."""
+    """A textured scene sliding sideways at 40 px/s, seen by a camera, a depth camera, a LiDAR, an event
+    camera (sparse events where the texture moves) and a thermal camera (Kelvin)."""
     y, x = np.mgrid[0:H, 0:W].astype(np.float32)
     u = x + 40.0 * t
     rng = np.random.default_rng(int(t * 1000))
@@ -25,12 +29,15 @@ def scene(t: float) -> dict[str, np.ndarray]:
     az = np.linspace(-np.pi, np.pi, 8000, endpoint=False)
     r = 10.0 + 3.0 * np.sin(3 * az + 6.0 * t) + 0.01 * rng.standard_normal(az.size)
     lidar = np.stack([r * np.cos(az), r * np.sin(az), np.full_like(az, -1.5), np.full_like(az, 0.5)], axis=1)
-    return {"rgb": rgb, "depth": depth, "lidar": lidar.astype(np.float32)}
+    event = np.zeros((H, W, 3), np.uint8)
+    event[(np.abs(np.cos(u / 7.0)) < 0.2) & (rng.random((H, W)) < 0.3)] = 80
+    thermal = (285.0 + 8.0 * np.sin(u / 9.0) + 0.05 * rng.standard_normal((H, W))).astype(np.float32)
+    return {"rgb": rgb, "depth": depth, "lidar": lidar.astype(np.float32), "event": event, "thermal": thermal}
 
 
 def drive(health: ContentHealth, frames: int, faults: str = "", start: float = 0.0, parked: bool = False):
     """Feed `frames` frames at 10 Hz; returns per frame the sensors left out and the verdict texts."""
-    injector = FaultInjector(parse_faults(faults, ("rgb", "depth", "lidar")), seed=1)
+    injector = FaultInjector(parse_faults(faults, SENSORS), seed=1)
     out = []
     for k in range(frames):
         t = start + k / FPS
@@ -64,8 +71,30 @@ def test_frozen_is_found_with_jitter_and_left_out_then_recovers(sensor, fault):
     assert run[entered][1][sensor].text().endswith("left out")
     left = next(k for k in range(entered, 45) if sensor not in run[k][0])
     assert 30 <= left <= 34                                    # healthy again within 4 frames of the end
-    others = {"rgb", "depth", "lidar"} - {sensor}
+    others = set(SENSORS) - {sensor}
     assert not any(others & set(excluded) for excluded, _ in run)
+
+
+@pytest.mark.parametrize("sensor, fault, kind", [
+    ("depth", "frozen", "frozen"), ("depth", "saturated", "saturated"), ("depth", "noise", "noisy"),
+    ("depth", "covered", "collapsed"), ("lidar", "frozen_jitter", "frozen"), ("lidar", "sparse", "collapsed"),
+    ("event", "frozen", "frozen"), ("event", "saturated", "saturated"), ("thermal", "flat", "flat"),
+    ("rgb", "frozen_old", "frozen")])
+def test_every_excluded_fault_recovers_and_leaves_the_history_unpolluted(sensor, fault, kind):
+    health = ContentHealth()
+    run = drive(health, 60, f"{sensor}:{fault}:2.0-5.0")
+    assert run[29][1][sensor].fault.kind == kind and sensor in run[29][0]
+    back = next(k for k in range(50, 60) if sensor not in run[k][0])
+    assert back <= 53                                         # healthy within 0.3 s of the fault's end
+    assert all(sensor not in excluded for excluded, _ in run[back:])
+    clean = ContentHealth()
+    drive(clean, 60)                                          # the same drive without the fault
+    # what the checks compare with (typical change, recent counts) learnt from healthy frames only
+    assert np.median(health.states[sensor].changes) == pytest.approx(np.median(clean.states[sensor].changes),
+                                                                     rel=0.1)
+    if clean.states[sensor].counts:
+        assert np.median(health.states[sensor].counts) == pytest.approx(np.median(clean.states[sensor].counts),
+                                                                        rel=0.05)
 
 
 def test_a_scene_static_for_every_sensor_is_not_a_fault():
