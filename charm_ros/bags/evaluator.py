@@ -17,6 +17,7 @@ from charm_ros.bags.report import BagReport, SubsetStats
 from charm_ros.msgs import fields, images
 from charm_ros.runtime.dropouts import Dropout, dropped_at
 from charm_ros.runtime.engine import Engine
+from charm_ros.runtime.faults import Fault, FaultInjector
 from charm_ros.runtime.node_config import NodeConfig
 from charm_ros.runtime.pipeline import FrameSkipped, Result
 
@@ -25,9 +26,10 @@ class BagEvaluator:
     """Drives the node's Engine with bag messages, the stamps as the clock; collects every result."""
 
     def __init__(self, predictor: Predictor, config: NodeConfig, topics: dict[str, str | None],
-                 drop: list[Dropout] | None = None) -> None:
+                 drop: list[Dropout] | None = None, faults: list[Fault] | None = None) -> None:
         self.engine = Engine(predictor, config)
         self.engine.pipeline.wait_for_graphs = True
+        self.engine.faults = FaultInjector(faults) if faults else None
         self.enabled = config.enabled
         self.topics = {k: v for k, v in topics.items() if v}
         self.by_topic = {v: k for k, v in self.topics.items()}
@@ -36,6 +38,8 @@ class BagEvaluator:
         self.gt: dict[int, np.ndarray] = {}
         self.results: list[Result] = []
         self.dropped_by_schedule: Counter = Counter()
+        self.content_out: dict[str, Counter] = {}   # sensor -> fault kind -> frames it was left out of for it
+        self.content_why: dict[str, str] = {}       # sensor -> the status text of its last content exclusion
         self.first_stamp: int | None = None
         self.clock = -float("inf")   # the replay clock: the newest replay time seen (s)
         self.lags: dict[str, list[float]] = {}  # sensor -> receive time minus stamp (s) of its messages
@@ -50,6 +54,8 @@ class BagEvaluator:
         stamp = stamp_ns(msg)
         if self.first_stamp is None:
             self.first_stamp = stamp
+            if self.engine.faults is not None:  # --faults counts from the first message, as --dropouts does
+                self.engine.faults_origin = stamp * 1e-9
         if received_ns is not None and key in self.enabled:
             self.lags.setdefault(key, []).append((received_ns - stamp) * 1e-9)
         done: list[Result] = []
@@ -106,12 +112,21 @@ class BagEvaluator:
     def _run(self, frames) -> list[Result]:
         done = []
         for frame in frames:
+            self._count_content_exclusions()
             try:
                 done.append(self.engine.run(frame, self.clock))
             except FrameSkipped:
                 continue
         self.results.extend(done)
         return done
+
+    def _count_content_exclusions(self) -> None:
+        """A frame about to run: the sensors its content health leaves out, and why (they are silenced in
+        the synchronizer, so no frame holds them: this is the only place they are counted)."""
+        for sensor in self.engine.content.excluded():
+            verdict = self.engine.content.verdict(sensor)
+            self.content_out.setdefault(sensor, Counter())[verdict.fault.kind] += 1
+            self.content_why[sensor] = verdict.text()
 
     def report(self, wall_s: float, messages: Counter) -> BagReport:
         subsets: dict[str, SubsetStats] = {}
@@ -147,5 +162,7 @@ class BagEvaluator:
         left_out = {m: (n, c.left_out[m][1]) for m, n in c.left_out_frames.items()}
         reasons = {m: why for m, why in c.last_error.items() if why}
         reasons.update({f"{m}_info": why for m, why in c.info_error.items() if why})
+        content = {m: (dict(kinds), self.content_why[m]) for m, kinds in self.content_out.items()}
         return BagReport(ordered, overall, messages, self.rejected, reasons, self.dropped_by_schedule,
-                         c.frames_skipped, unmatched, wall_s, used, offsets, reference and reference.name, left_out)
+                         c.frames_skipped, unmatched, wall_s, used, offsets, reference and reference.name, left_out,
+                         content)

@@ -29,10 +29,13 @@ class BagReport:
     skipped_frames: int
     unmatched_gt_frames: int
     wall_s: float
-    used: dict[str, tuple[int, int]] = field(default_factory=dict)  # sensor -> (synchronized messages, frames it went into)
+    # sensor -> (synchronized messages, frames it went into)
+    used: dict[str, tuple[int, int]] = field(default_factory=dict)
     offsets: dict[str, float] = field(default_factory=dict)  # sensor -> its stamps minus the reference's (s)
     reference: str | None = None  # the highest-priority sensor in the bag, which the offsets refer to
     left_out: dict[str, tuple[int, str]] = field(default_factory=dict)  # sensor -> (frames it was left out of, why)
+    # sensor -> ({fault kind: frames its content health left it out of}, the last such status text)
+    content_left_out: dict[str, tuple[dict[str, int], str]] = field(default_factory=dict)
 
     def clock_warnings(self) -> list[str]:
         """Sensors on another clock (or with a wrong time_offset), as the node's diagnostics name them:
@@ -52,7 +55,9 @@ class BagReport:
 
     def left_out_warnings(self) -> list[str]:
         """Sensors synchronized into frames the pipeline could not use them in (e.g. no CameraInfo)."""
-        return [f"{m}: left out of {n} frames: {why}" for m, (n, why) in self.left_out.items()]
+        return [f"{m}: left out of {n} frames: {why}" for m, (n, why) in self.left_out.items()] + [
+            f"{m}: left out of {sum(kinds.values())} frames for its content ({_kinds(kinds)}), last: {why}"
+            for m, (kinds, why) in self.content_left_out.items()]
 
     def as_dict(self) -> dict:
         def stats(s: SubsetStats) -> dict:
@@ -68,6 +73,7 @@ class BagReport:
                 "frames_without_ground_truth": self.unmatched_gt_frames, "wall_s": round(self.wall_s, 2),
                 "sensors": {m: {"synchronized": r, "in_frames": u,
                                 "left_out_of_frames": self.left_out.get(m, (0, ""))[0],
+                                "left_out_for_content": self.content_left_out.get(m, ({}, ""))[0],
                                 "stamp_offset_s": _round(self.offsets.get(m))}
                             for m, (r, u) in self.used.items()}, "offsets_relative_to": self.reference}
 
@@ -83,14 +89,23 @@ class BagReport:
         return "\n".join(lines)
 
     def sensor_markdown(self) -> str:
-        """Per sensor: messages synchronized, frames it went into or was left out of, stamp offset."""
+        """Per sensor: messages synchronized, frames it went into or was left out of (unusable in the
+        frame, or for its content: frames run while content health excluded it, per fault), stamp offset."""
         lines = [f"| sensor | messages synchronized | in frames | left out of frames | stamp offset to "
-                 f"{self.reference or 'the reference'} (s) | rejected |", "|---|---|---|---|---|---|"]
+                 f"{self.reference or 'the reference'} (s) | rejected | left out for content |",
+                 "|---|---|---|---|---|---|---|"]
         for m, s in self.as_dict()["sensors"].items():
             offset = "reference" if m == self.reference else _fmt(s["stamp_offset_s"], 3)
+            content = s["left_out_for_content"]
+            content = f"{sum(content.values())} ({_kinds(content)})" if content else "0"
             lines.append(f"| {m} | {s['synchronized']} | {s['in_frames']} | {s['left_out_of_frames']} | {offset} | "
-                         f"{self.rejected.get(m, 0)} |")
+                         f"{self.rejected.get(m, 0)} | {content} |")
         return "\n".join(lines)
+
+
+def _kinds(kinds: dict[str, int]) -> str:
+    """{'frozen': 31, 'collapsed': 2} -> 'frozen 31, collapsed 2'."""
+    return ", ".join(f"{kind} {n}" for kind, n in kinds.items())
 
 
 def _round(value: float | None) -> float | None:

@@ -1,7 +1,8 @@
 """Scripted sensor dropouts, e.g. "depth:5-10,rgb:12-20,all:30-32" (seconds from start, half-open).
 
 Shared by the synthetic sensor rig (which stops publishing), the bag evaluator's `--drop` (which
-skips recorded messages) and the demo report (which names the phases), so all three agree.
+skips recorded messages) and the demo report (which names the phases, content faults included), so
+all three agree.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from charm_core.modalities import MODALITIES
+from charm_ros.runtime.faults import Fault, faulted_at
 
 
 @dataclass(frozen=True)
@@ -59,23 +61,40 @@ class Phase:
     start: float
     end: float
     live: tuple[str, ...]   # modalities the rig publishes during the phase (in the order phases() was given)
+    faults: tuple[str, ...] = ()   # content faults of live sensors during the phase ("depth:frozen")
 
     @property
     def name(self) -> str:
         """As the node names its subset (~/subset) when `live` is in the model's order."""
         return "+".join(self.live) if self.live else "none"
 
+    @property
+    def expected(self) -> str:
+        """The subset without the faulted sensors: what the node should use if it catches the faults."""
+        faulted = {f.split(":")[0] for f in self.faults}
+        return "+".join(m for m in self.live if m not in faulted) or "none"
 
-def phases(dropouts: list[Dropout], duration: float, modalities: tuple[str, ...] = MODALITIES) -> list[Phase]:
-    """Split [0, duration) at every dropout boundary into phases with a constant set of live sensors
-    (`modalities`: the rig's, in the model's order)."""
-    cuts = sorted({0.0, duration, *(t for d in dropouts for t in (d.start, d.end) if 0 < t < duration)})
+    @property
+    def label(self) -> str:
+        """The live sensors, then the faults: 'rgb+depth+event+lidar, depth frozen'."""
+        return ", ".join([self.name, *(f.replace(":", " ") for f in self.faults)])
+
+
+def phases(dropouts: list[Dropout], duration: float, modalities: tuple[str, ...] = MODALITIES,
+           faults: Iterable[Fault] = ()) -> list[Phase]:
+    """Split [0, duration) at every dropout and fault boundary into phases with a constant set of live
+    sensors and faults (`modalities`: the rig's, in the model's order)."""
+    faults = list(faults)
+    edges = [t for d in (*dropouts, *faults) for t in (d.start, d.end) if 0 < t < duration]
+    cuts = sorted({0.0, duration, *edges})
     result: list[Phase] = []
     for start, end in zip(cuts, cuts[1:]):
         gone = dropped_at(dropouts, start)
         live = tuple(m for m in modalities if m not in gone)
-        if result and result[-1].live == live:
-            result[-1] = Phase(result[-1].start, end, live)
+        faulted = tuple(f.name for m, f in sorted(faulted_at(faults, start).items(),
+                                                   key=lambda item: modalities.index(item[0])) if m in live)
+        if result and (result[-1].live, result[-1].faults) == (live, faulted):
+            result[-1] = Phase(result[-1].start, end, live, faulted)
         else:
-            result.append(Phase(start, end, live))
+            result.append(Phase(start, end, live, faulted))
     return result

@@ -6,9 +6,11 @@ with the stamps as the clock; each sensor of the checkpoint has a topic flag (--
 Every synchronized frame is evaluated (no latest-wins dropping), so the result is deterministic.
 Reports per subset (the checkpoint's 2^N - 1, in its order): frames, mIoU against a ground-truth topic if there
 is one, latency; per sensor the frames it went into and its stamps' offset to the reference (a
-sensor on another clock is named); `--dropouts depth:10-20` silences a sensor over an interval (seconds
-from the first message); `--write-predictions` writes mask, colour mask, camera_info and labeled point
-cloud topics to a new bag for RViz/Foxglove.
+sensor on another clock is named); `--dropouts depth:10-20` silences a sensor over an interval
+(seconds from the first message), `--faults depth:frozen:10-20` makes its content lie meanwhile (the
+frames its content health left it out of are counted per sensor, with the fault);
+`--write-predictions` writes mask, colour mask, camera_info and labeled point cloud topics to a new
+bag for RViz/Foxglove.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from charm_ros.bags.topics import topic_keys
 from charm_ros.msgs.outputs import OUTPUT_TYPES, output_messages, type_name
 from charm_ros.paths import share_path
 from charm_ros.runtime.dropouts import parse_dropouts
+from charm_ros.runtime.faults import FAULTS, parse_faults
 from charm_ros.runtime.pipeline import Result
 
 
@@ -68,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     add_topic_arguments(parser, keys)
     parser.add_argument("--dropouts", "--drop", action="append", default=[], metavar="SENSOR:START-END",
                         help="simulate dropouts, e.g. depth:10-20 (s from the first message); repeat or comma-separate")
+    parser.add_argument("--faults", action="append", default=[], metavar="SENSOR:FAULT:START-END",
+                        help="inject content faults on the converted samples, e.g. depth:frozen:10-20 (s from the "
+                             f"first message; faults: {', '.join(FAULTS)}); repeat or comma-separate")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="inference runtime, as the node's model.backend (auto: onnxruntime on CPU); every "
@@ -81,19 +87,22 @@ def main(argv: list[str] | None = None) -> int:
     with cli_errors(parser, args.bag):
         topics, named, config = replay_settings(args, keys, sensors, sensor_error)
         drop = parse_dropouts(",".join(args.dropouts), tuple(s.name for s in sensors))
+        faults = parse_faults(",".join(args.faults), tuple(s.name for s in sensors))
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, backend=args.backend)
         if not args.bag.exists():
             raise FileNotFoundError(f"no bag at {args.bag}")
         if args.write_predictions and args.write_predictions.exists():
             raise FileExistsError(f"{args.write_predictions} exists")
         check_topics(args.bag, topics, named)
-        evaluator = BagEvaluator(predictor, config, topics, drop)
+        evaluator = BagEvaluator(predictor, config, topics, drop, faults)
     start = time.perf_counter()
     messages, undecodable = evaluator.replay(args.bag, args.reorder_window, "charm-bag-eval")
     report = evaluator.report(time.perf_counter() - start, messages)
     report.rejected.update({f"undecodable {t}": n for t, n in undecodable.items()})
     print(f"\n{args.bag}: {report.overall.frames} frames in {report.wall_s:.1f} s on {predictor.backend} "
-          f"(rejected: {dict(report.rejected) or 'none'}; dropped by --dropouts: {dict(report.dropped_by_schedule) or 'none'})\n")
+          f"(rejected: {dict(report.rejected) or 'none'}; "
+          f"dropped by --dropouts: {dict(report.dropped_by_schedule) or 'none'}; "
+          f"--faults: {','.join(args.faults) or 'none'})\n")
     print(report.markdown())
     print()
     print(report.sensor_markdown())

@@ -2,8 +2,9 @@
 
 The frames are rendered and turned into messages by the same code as the live rig (sim_rig.frame_messages),
 then written with the `rosbags` library under the rig's topics (/sim_rig/...), so anyone can try bag
-evaluation without a robot. No ROS graph is involved: the result is deterministic (same arguments,
-same bag contents), and stamps start at --start-time.
+evaluation without a robot. `--faults` records sensors whose content lies (as the rig's `faults`), so a
+bag holds what a robot with a hung driver would have recorded. No ROS graph is involved: the result is
+deterministic (same arguments, same bag contents), and stamps start at --start-time.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from charm_core.data.synthetic import CASES, CONDITIONS, World
 from charm_core.data.synthetic.export import RENDERABLE, check_modalities
 from charm_core.modalities import MODALITIES
 from charm_ros.runtime.dropouts import dropped_at, modality_list, parse_dropouts
-from charm_ros.tools.sim_rig import DEPTH_ENCODINGS, RGB_ENCODINGS, RigEncoding, frame_messages
+from charm_ros.runtime.faults import FAULTS, FaultInjector, parse_faults
+from charm_ros.tools.sim_rig import DEPTH_ENCODINGS, RGB_ENCODINGS, RigEncoding, faulted_frame, frame_messages
 
 RIG_PREFIX = "/sim_rig/"
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
@@ -31,9 +33,9 @@ STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 def record(out: str | Path, duration: float, storage: str = "mcap", fps: float = 10.0, seed: int = 7,
            size: tuple[int, int] = (256, 256), condition: str = "sun", case: str | None = None,
            dropouts: str = "", encoding: RigEncoding = RigEncoding(), start_time: float = 1_700_000_000.0,
-           progress: bool = True, modalities: tuple[str, ...] = MODALITIES) -> dict[str, int]:
-    """Write `duration` seconds of the rig's `modalities` to a new bag at `out`; returns message counts
-    per topic."""
+           progress: bool = True, modalities: tuple[str, ...] = MODALITIES, faults: str = "") -> dict[str, int]:
+    """Write `duration` seconds of the rig's `modalities` to a new bag at `out`, with `dropouts` silent and
+    `faults` lying; returns message counts per topic."""
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; rosbag2 writes a new directory")
@@ -43,6 +45,7 @@ def record(out: str | Path, duration: float, storage: str = "mcap", fps: float =
         raise ValueError("duration and fps must be > 0")
     modalities = check_modalities(modalities)
     schedule = parse_dropouts(dropouts, modalities)
+    injector = FaultInjector(parse_faults(faults, modalities), seed=seed)
     world = World(seed=seed, size_hw=size, condition=condition, case=case, fps=fps, thermal="thermal" in modalities)
     typestore = get_typestore(Stores.ROS2_KILTED)
     counts: dict[str, int] = {}
@@ -54,7 +57,8 @@ def record(out: str | Path, duration: float, storage: str = "mcap", fps: float =
             stamp_ns = int(round((start_time + t) * 1e9))
             stamp = Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
             live = [m for m in modalities if m not in dropped_at(schedule, t)]
-            for topic, msg in frame_messages(world.frame_at(t), stamp, live, encoding).items():
+            frame = faulted_frame(world.frame_at(t), injector, t, modalities)
+            for topic, msg in frame_messages(frame, stamp, live, encoding).items():
                 name = RIG_PREFIX + topic
                 if name not in connections:
                     msgtype = type(msg).__module__.split(".")[0] + "/msg/" + type(msg).__name__
@@ -75,19 +79,23 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"sensors to record, comma-separated, of {','.join(RENDERABLE)}")
     parser.add_argument("--dropouts", action="append", default=[], metavar="SENSOR:START-END",
                         help="e.g. depth:10-20,rgb:30-35 (seconds from the start); repeat or comma-separate")
+    parser.add_argument("--faults", action="append", default=[], metavar="SENSOR:FAULT:START-END",
+                        help=f"content faults, e.g. depth:frozen:10-20 (faults: {', '.join(FAULTS)}); repeat or "
+                             "comma-separate")
     parser.add_argument("--seed", type=int, default=7, help="world seed")
     parser.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
     parser.add_argument("--condition", default="sun", choices=CONDITIONS, help="weather / light")
     parser.add_argument("--case", default=None, choices=CASES, help="sensor failure case (default: none)")
     parser.add_argument("--depth-encoding", default="32FC1", choices=DEPTH_ENCODINGS, help="32FC1 (m) or 16UC1 (mm)")
-    parser.add_argument("--rgb-encoding", default="rgb8", choices=RGB_ENCODINGS, help="Image encoding of the RGB camera")
+    parser.add_argument("--rgb-encoding", default="rgb8", choices=RGB_ENCODINGS,
+                        help="Image encoding of the RGB camera")
     parser.add_argument("--start-time", type=float, default=1_700_000_000.0, help="stamp of the first frame (s)")
     args = parser.parse_args(argv)
     try:
         counts = record(args.out, args.duration, args.storage, args.fps, args.seed, tuple(args.size),
                         args.condition, args.case, ",".join(args.dropouts),
                         RigEncoding(depth=args.depth_encoding, rgb=args.rgb_encoding), args.start_time,
-                        modalities=modality_list(args.modalities))
+                        modalities=modality_list(args.modalities), faults=",".join(args.faults))
     except (ValueError, FileExistsError) as exc:
         parser.error(str(exc))
     for topic, n in sorted(counts.items()):

@@ -1,8 +1,9 @@
-"""`charm-demo-report`: watches the node on the synthetic rig and reports each dropout phase.
+"""`charm-demo-report`: watches the node on the synthetic rig and reports each dropout and fault phase.
 
 It subscribes to the node's masks and subset and to the rig's ground truth, splits the run into the
-phases of the rig's dropout schedule, and prints per phase: the sensors live, the subset the node
-used, output rate, end-to-end latency and mIoU against the ground truth. At the end it writes a JSON
+phases of the rig's dropout and fault schedules, and prints per phase: the sensors live, the content
+faults active, the subset the node used, output rate, end-to-end latency and mIoU against the ground
+truth. At the end it writes a JSON
 summary and a contact sheet (per phase the RGB input, each single-channel camera's such as thermal,
 ground truth, prediction) and exits, which ends the demo.
 """
@@ -29,6 +30,7 @@ from charm_core.modalities import MODALITIES, resolve_modalities
 from charm_ros.msgs import fields, images
 from charm_ros.runtime.node_config import CAMERA_KINDS
 from charm_ros.runtime.dropouts import Phase, modality_list, parse_dropouts, phases
+from charm_ros.runtime.faults import parse_faults
 from charm_ros.runtime.parameters import ParamSpec
 from charm_ros.node.host import declare, run_node
 from charm_core.visualize import confidence_to_mono8, contact_sheet
@@ -40,7 +42,7 @@ class PhaseStats:
     subsets: Counter = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     confusion: ConfusionMatrix = field(default_factory=lambda: ConfusionMatrix(len(DELIVER_CLASSES)))
-    first_switch_s: float | None = None   # phase start -> first mask on the phase's own subset
+    first_switch_s: float | None = None   # phase start -> first mask on the phase's expected subset
     times: list[float] = field(default_factory=list)  # rig time of every scored mask
     sample: tuple[np.ndarray, ...] | None = None  # rgb, each single-channel camera, truth, prediction
 
@@ -52,6 +54,7 @@ class PhaseStats:
 REPORT_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("duration", 40.0, "seconds of rig time to watch"),
     ParamSpec("dropouts", "", "the rig's dropout schedule"),
+    ParamSpec("faults", "", "the rig's content fault schedule (a faulted sensor is expected out of the subset)"),
     ParamSpec("modalities", ",".join(MODALITIES), "the rig's sensors, in the checkpoint's order (phases are named "
               "as the node names its ~/subset)"),
     ParamSpec("output_dir", "out/demo", "where the summary JSON and contact sheet go"),
@@ -64,7 +67,8 @@ class DemoReport(Node):
         p = declare(self, REPORT_PARAMETERS)
         self.duration = p["duration"]
         modalities = modality_list(p["modalities"])
-        self.phases = phases(parse_dropouts(p["dropouts"], modalities), self.duration, modalities)
+        self.phases = phases(parse_dropouts(p["dropouts"], modalities), self.duration, modalities,
+                             parse_faults(p["faults"], modalities))
         # single-channel cameras (thermal) shown beside RGB, as their spec normalises them for the network
         self.cameras = {s.name: s for s in resolve_modalities(modalities) if s.kind in CAMERA_KINDS}
         self.camera_images: dict[str, dict[int, np.ndarray]] = {m: {} for m in self.cameras}
@@ -132,7 +136,7 @@ class DemoReport(Node):
             stats.subsets[subset] += 1
             stats.latencies_ms.append(latency_ms)
             stats.confusion.update(mask, truth)  # 255 (no data) in the mask counts as wrong
-            if stats.first_switch_s is None and subset == stats.phase.name:
+            if stats.first_switch_s is None and subset == stats.phase.expected:
                 stats.first_switch_s = t - stats.phase.start
             if stats.sample is None and t >= (stats.phase.start + stats.phase.end) / 2:
                 inputs = [self.rgb.get(key), *(images.get(key) for images in self.camera_images.values())]
@@ -159,19 +163,22 @@ class DemoReport(Node):
             used = s.subsets.most_common(1)[0][0] if s.subsets else "none"
             times = [s.phase.start, *sorted(s.times), s.phase.end]  # the phase's edges count: a late first mask too
             rows.append({
-                "start_s": s.phase.start, "end_s": s.phase.end, "live": s.phase.name, "subset": used,
+                "start_s": s.phase.start, "end_s": s.phase.end, "live": s.phase.name,
+                "faults": list(s.phase.faults), "expected": s.phase.expected, "subset": used,
                 "subsets_seen": dict(s.subsets), "masks": s.masks, "rate_hz": s.masks / span,
                 "latency_ms_median": float(lat), "miou_present": iou.miou_present if s.masks else None,
                 "switch_s": s.first_switch_s, "max_gap_s": float(np.max(np.diff(times))),
             })
-        header = ("| phase (s) | sensors live | subset used | masks | rate (Hz) | latency (ms) | mIoU | switch (s) "
-                  "| max gap (s) |")
-        lines = [header, "|---|---|---|---|---|---|---|---|---|"]
+        header = ("| phase (s) | sensors live | faults | subset used | masks | rate (Hz) | latency (ms) | mIoU "
+                  "| switch (s) | max gap (s) |")
+        lines = [header, "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             miou = f"{r['miou_present']:.1f}" if r["miou_present"] is not None else "n/a"
             switch = f"{r['switch_s']:.2f}" if r["switch_s"] is not None else "n/a"
-            lines.append(f"| {r['start_s']:.0f}-{r['end_s']:.0f} | {r['live']} | {r['subset']} | {r['masks']} | "
-                         f"{r['rate_hz']:.1f} | {r['latency_ms_median']:.0f} | {miou} | {switch} | {r['max_gap_s']:.2f} |")
+            faults = ", ".join(f.replace(":", " ") for f in r["faults"]) or "-"
+            lines.append(f"| {r['start_s']:.0f}-{r['end_s']:.0f} | {r['live']} | {faults} | {r['subset']} | "
+                         f"{r['masks']} | {r['rate_hz']:.1f} | {r['latency_ms_median']:.0f} | {miou} | {switch} | "
+                         f"{r['max_gap_s']:.2f} |")
         table = "\n".join(lines)
         print("\nCHARM node on the synthetic rig (mIoU over the classes present, per phase):\n" + table, flush=True)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +187,7 @@ class DemoReport(Node):
         written[0].write_text(json.dumps(summary, indent=2))
         samples = [s for s in self.stats if s.sample is not None]
         if samples:
-            sheet = contact_sheet([list(s.sample) for s in samples], row_labels=[s.phase.name for s in samples],
+            sheet = contact_sheet([list(s.sample) for s in samples], row_labels=[s.phase.label for s in samples],
                                   col_labels=["rgb input", *(f"{m} input" for m in self.cameras), "ground truth",
                                               "prediction"], tile_hw=(160, 160))
             if cv2.imwrite(str(self.out_dir / "contact_sheet.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):

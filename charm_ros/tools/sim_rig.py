@@ -5,9 +5,11 @@ charm_core.data.synthetic; every tick renders one frame and publishes RGB / dept
 a LiDAR PointCloud2, CameraInfo and the ground-truth labels, all stamped with the capture time;
 with `modalities` naming thermal also a thermal camera (mono16 centi-Kelvin, as radiometric drivers
 publish, and as charm-synth writes thermal/). Sensors listed in `dropouts` ("depth:5-10,rgb:12-20",
-seconds since start) stay silent meanwhile. With `prerender` the first seconds of the drive are rendered
-before the first frame, in worker processes, and only published while the rig runs (see
-charm_core.data.synthetic.render_ahead: live rendering costs about a core at 10 Hz).
+seconds since start) stay silent meanwhile; sensors listed in `faults` ("depth:frozen:8-14", see
+charm_ros.runtime.faults) keep publishing with fresh stamps, but content that lies. With `prerender`
+the first seconds of the drive are rendered before the first frame, in worker processes, and only
+published while the rig runs (see charm_core.data.synthetic.render_ahead: live rendering costs about
+a core at 10 Hz).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 import numpy as np
@@ -33,6 +35,7 @@ from charm_core.data.synthetic.thermal import centikelvin
 from charm_core.modalities import MODALITIES
 from charm_ros.msgs import camera_info, images, pointclouds
 from charm_ros.runtime.dropouts import dropped_at, modality_list, parse_dropouts
+from charm_ros.runtime.faults import FAULTS, FaultInjector, faulted_at, parse_faults
 from charm_ros.runtime.parameters import ParamSpec
 from charm_ros.node.host import declare, run_node
 
@@ -87,6 +90,17 @@ def frame_messages(frame: SensorFrame, stamp: Time, modalities: Iterable[str], e
     return out
 
 
+def faulted_frame(frame: SensorFrame, injector: FaultInjector, t: float, modalities: Iterable[str]) -> SensorFrame:
+    """The frame as its faulty sensors report it `t` s into the fault schedule (ground truth untouched).
+
+    The faults act on the rendered arrays, which are what the node's conversions return, so the rig
+    injects exactly what `charm-bag-eval --faults` and the fault benchmark do. Call it on every frame:
+    frozen faults remember the frames they repeat."""
+    changed = {m: injector.apply(m, getattr(frame, m), t) for m in modalities
+               if m in {f.sensor for f in injector.faults}}
+    return replace(frame, **changed) if changed else frame
+
+
 RIG_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("seed", 7, "world seed"),
     ParamSpec("size", [256, 256], "image [height, width]"),
@@ -95,6 +109,8 @@ RIG_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("case", "", "sensor failure ('' = none)", choices=("", *CASES)),
     ParamSpec("modalities", ",".join(MODALITIES), f"sensors to render and publish, of {', '.join(RENDERABLE)}"),
     ParamSpec("dropouts", "", "e.g. 'depth:5-10,rgb:12-20' (seconds since start)"),
+    ParamSpec("faults", "", "content faults with fresh stamps, e.g. 'depth:frozen:8-14,lidar:sparse:20-26' "
+              f"(sensor:fault:start-end, seconds since start; faults: {', '.join(FAULTS)})"),
     *[ParamSpec(f"{m}.rate", 0.0, f"{m} publish rate (Hz, <= fps); 0 = fps") for m in RENDERABLE],
     ParamSpec("depth_encoding", "32FC1", "32FC1 (m) or 16UC1 (mm)", choices=DEPTH_ENCODINGS),
     ParamSpec("rgb_encoding", "rgb8", "rgb8 or bgr8", choices=RGB_ENCODINGS),
@@ -115,6 +131,7 @@ class SimRig(Node):
         condition, case, schedule = p["condition"], p["case"], p["dropouts"]
         self.modalities = check_modalities(modality_list(p["modalities"]))
         self.dropouts = parse_dropouts(schedule, self.modalities)
+        self.faults = FaultInjector(parse_faults(p["faults"], self.modalities), seed=seed)
         self.rates = {m: p[f"{m}.rate"] or self.fps for m in self.modalities}
         self.encoding = RigEncoding(depth=p["depth_encoding"], rgb=p["rgb_encoding"], frame_id=p["frame_id"],
                                     lidar_frame_id=p["lidar_frame_id"])
@@ -138,7 +155,7 @@ class SimRig(Node):
         self.create_timer(1.0 / self.fps, self._tick)
         self.get_logger().info(f"synthetic rig: {'+'.join(self.modalities)}, seed {seed}, {size[1]}x{size[0]} @ "
                                f"{self.fps} Hz, {condition}{'/' + case if case else ''}, "
-                               f"dropouts: {schedule or 'none'}")
+                               f"dropouts: {schedule or 'none'}, faults: {p['faults'] or 'none'}")
 
     def _validate(self, size: list[int]) -> None:
         """What the specs cannot say alone: the size's shape, and rates relative to fps."""
@@ -185,13 +202,15 @@ class SimRig(Node):
         if self.duration and elapsed >= self.duration:
             raise SystemExit(0)
         frame = self.ahead[self.index] if self.index < len(self.ahead) else self.world.frame_at(self.index / self.fps)
+        frame = faulted_frame(frame, self.faults, elapsed, self.modalities)
         silent = dropped_at(self.dropouts, elapsed)
         live = [m for m in self.modalities if m not in silent and self._due(m)]
+        faulted = [f.name for m, f in faulted_at(self.faults.faults, elapsed).items() if m in live]
         stamp = self.get_clock().now().to_msg()
         for topic, msg in frame_messages(frame, stamp, live, self.encoding).items():
             self.pubs[topic].publish(msg)
-        self.status_pub.publish(String(data=json.dumps(
-            {"stamp": [stamp.sec, stamp.nanosec], "t": round(elapsed, 4), "frame": self.index, "live": live})))
+        self.status_pub.publish(String(data=json.dumps({"stamp": [stamp.sec, stamp.nanosec], "t": round(elapsed, 4),
+                                                        "frame": self.index, "live": live, "faults": faulted})))
         self.index += 1
 
 
