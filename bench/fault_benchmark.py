@@ -3,14 +3,17 @@ wins back, on the synthetic world's held-out seed.
 
 Per checkpoint, one table: every sensor x fault and the DELIVER cases, mIoU (present classes) over the
 faulted frames with the fault kept, with the sensor excluded, and with the node's policy; frames where
-a clean sensor was left out; detection and recovery delay at 10 Hz. Then the checks' cost per frame at
-256x256 and 1280x720. Each condition is one drive of `--frames` frames at 10 Hz; the fault covers the
-middle of it (`FAULT_SPAN`), so the monitor sees clean frames before and after (recovery).
+a clean sensor was left out, and by which sensor and finding; detection and recovery delay at 10 Hz.
+Then the checks' cost per frame at 256x256 and 1280x720. Each condition is one drive of `--frames`
+frames at 10 Hz; the fault covers the middle of it (`FAULT_SPAN`), so the monitor sees clean frames
+before and after (recovery).
 
-The frames take the node's path: the node's Pipeline (its encoders and Predictor, the node's default
-parameters) on the converted arrays, and the node's ContentHealth monitor deciding the subset of each
-frame. Predictions are deterministic per subset, so the policy's frame is the kept or the excluded
-prediction of that frame (another subset, after a false exclusion, is run).
+The policy is the node's code path: each rendered frame becomes the rig's ROS messages
+(`sim_rig.frame_messages`), fed to a fresh node Engine per drive (`Engine.accept` with the header
+stamps as the clock, `Engine.due` / `run` for the frames the synchronizer releases, `Engine.faults`
+injecting the fault), so its subsets, detection and recovery are the Engine's own. *kept* and
+*excluded* run the same Engine pipeline on the arrays the Engine saw with and without the sensor.
+Predictions are deterministic per frame and subset, so model runs are shared (see `Bench.cached`).
 
     .venv/bin/python bench/fault_benchmark.py                 # 60 frames x 5 conditions per drive
     .venv/bin/python bench/fault_benchmark.py --frames 20     # a quick look
@@ -21,28 +24,36 @@ import argparse
 import platform
 import subprocess
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
+from builtin_interfaces.msg import Time
 
 from charm_core.checkpoint import read_modality_specs
+from charm_core.data.augment import resize
 from charm_core.data.synthetic import CASES, CONDITIONS
 from charm_core.data.synthetic.render_ahead import render_ahead
 from charm_core.inference import Predictor
 from charm_core.metrics import ConfusionMatrix
-from charm_ros.runtime.content_health import ContentHealth, HealthConfig
+from charm_ros.runtime.content_health import ContentHealth
+from charm_ros.runtime.engine import Engine
+from charm_ros.msgs.fields import ConversionError
 from charm_ros.runtime.faults import FaultInjector, parse_faults
 from charm_ros.runtime.node_config import node_sensors, validate
-from charm_ros.runtime.pipeline import Pipeline, SensorSample
+from charm_ros.runtime.pipeline import Encoded, FrameSkipped, Result, SensorSample
 from charm_ros.runtime.sync import Frame
+from charm_ros.tools.sim_rig import INFO_TOPICS, SENSOR_TOPICS, RigEncoding, frame_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ("models/charm_tiny_synthetic.safetensors", "models/charm_tiny_thermal_synthetic.safetensors")
 HELD_OUT_SEED = 1000
 FPS = 10.0
-FAULT_SPAN = (0.15, 0.85)   # the fault covers this part of every drive
+START_S = 100.0             # header stamp of a drive's first frame
+FAULT_SPAN = (0.25, 0.75)   # the fault covers this part of every drive
 ROWS = {
     "depth": ("frozen", "frozen_old", "frozen_jitter", "saturated", "noise", "covered"),
     "lidar": ("frozen", "frozen_old", "frozen_jitter", "sparse", "noise"),
@@ -65,9 +76,24 @@ class Row:
     policy: ConfusionMatrix
     frames: int = 0
     false_exclusions: int = 0        # frames where a sensor other than the faulted one was left out
+    causes: Counter = field(default_factory=Counter)  # "sensor finding" -> frames it was falsely left out of
     policy_excluded: int = 0         # faulted frames the policy ran without the sensor
     detect_s: list[float] = field(default_factory=list)
     recover_s: list[float] = field(default_factory=list)
+
+
+class RecordingInjector(FaultInjector):
+    """The Engine's fault injector, remembering what each sensor reported at each frame, so that *kept*
+    and *excluded* run on exactly the arrays the Engine judged."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: dict[tuple[str, int], np.ndarray] = {}
+
+    def apply(self, sensor: str, array: np.ndarray, t: float) -> np.ndarray:
+        out = super().apply(sensor, array, t)
+        self.seen[(sensor, round(t * FPS))] = out
+        return out
 
 
 def sensor_arrays(frame, sensors: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -79,77 +105,136 @@ def render(condition: str, case: str | None, count: int, thermal: bool) -> list:
                              thermal=thermal), count, workers=2)
 
 
+def stamp_of(k: int) -> Time:
+    ns = round((START_S + k / FPS) * 1e9)
+    return Time(sec=ns // 10 ** 9, nanosec=ns % 10 ** 9)
+
+
 class Bench:
     def __init__(self, checkpoint: str, backend: str) -> None:
-        self.sensors = tuple(s.name for s in read_modality_specs(checkpoint))
+        specs = read_modality_specs(checkpoint)
+        self.sensors = tuple(s.name for s in specs)
         self.predictor = Predictor.from_checkpoint(ROOT / checkpoint, device="cpu", backend=backend)
-        config = validate({}, node_sensors(read_modality_specs(checkpoint)))
-        self.pipeline = Pipeline.for_node(self.predictor, config.pipeline, config.enabled)
-        self.pipeline.wait_for_graphs = True
+        self.config = validate({}, node_sensors(specs))   # the node's default parameters
+        self.encoding = RigEncoding()
         self.classes = len(self.predictor.class_names)
         self.cache: dict[tuple, np.ndarray] = {}
         self.forwards = 0
+        self.drive_key: tuple = ()
+        self.fault_tag: Callable[[int, tuple[str, ...]], str | None] = lambda k, subset: None
 
-    def predict(self, arrays: dict[str, np.ndarray], K: np.ndarray, t: float, key: tuple | None = None) -> np.ndarray:
-        """Labels of the node's pipeline on these arrays (cached under `key` when given)."""
-        if key is not None and key in self.cache:
-            return self.cache[key]
-        for camera in ("rgb", "depth", "thermal"):
-            if camera in self.sensors:
-                self.pipeline.set_camera(camera, K, (256, 256))
-        data = {m: SensorSample(arrays[m], t, "camera") for m in self.sensors if m in arrays}
-        frame = Frame(stamp=t, reference=next(iter(data)), data=data, stamps={m: t for m in data})
-        labels = self.pipeline.process(frame).labels
-        self.forwards += 1
-        if key is not None:
-            self.cache[key] = labels
-        return labels
+    def engine(self, injector: FaultInjector) -> Engine:
+        """A fresh node Engine (the node's default parameters) whose model runs are shared through the cache."""
+        engine = Engine(self.predictor, self.config)
+        engine.pipeline.wait_for_graphs = True
+        engine.pipeline.predict = self.cached(engine.pipeline.predict)  # same model, shared runs
+        engine.faults = injector
+        return engine
+
+    def key(self, k: int, subset: tuple[str, ...]) -> tuple:
+        """A frame's prediction depends on its drive, index, subset and whether a faulted array is in it."""
+        return self.drive_key, k, subset, self.fault_tag(k, subset)
+
+    def cached(self, predict: Callable[[Frame, Encoded], Result]) -> Callable[[Frame, Encoded], Result]:
+        """`Pipeline.predict` answering from the cache when this frame and subset ran before (with the same
+        arrays): a policy frame is usually the kept or the excluded one, so the Engine's runs cost no
+        second forward."""
+        def run(frame: Frame, encoded: Encoded) -> Result:
+            subset = tuple(m for m in self.sensors if m in encoded.images)
+            key = self.key(round((frame.stamp - START_S) * FPS), subset)
+            labels = self.cache.get(key)
+            if labels is None:
+                result = predict(frame, encoded)
+                self.forwards += 1
+                self.cache[key] = result.labels
+                return result
+            return Result(frame, subset, labels, np.empty(0, np.float32), np.empty(0, np.uint8), None,
+                          np.eye(4), encoded.skipped, encoded.encode_ms, 0.0)
+        return run
+
+    def labels(self, engine: Engine, arrays: dict[str, np.ndarray], k: int) -> np.ndarray:
+        """The Engine's pipeline on these arrays of frame k (from the cache when they ran before)."""
+        subset = tuple(m for m in self.sensors if m in arrays)
+        labels = self.cache.get(self.key(k, subset))
+        if labels is not None:
+            return labels
+        stamp = START_S + k / FPS
+        data = {m: SensorSample(arrays[m], stamp, "camera") for m in subset}
+        return engine.pipeline.process(Frame(stamp, subset[0], data, {m: stamp for m in data})).labels
 
     def drive(self, row: Row, drives: dict[str, list], fault: str | None, case: str | None) -> None:
-        """Every condition's drive through a fresh monitor; faulted frames scored three ways."""
+        """Every condition's drive through a fresh Engine; faulted frames scored three ways."""
         sensor = row.sensor
         for condition, frames in drives.items():
             n = len(frames)
-            start, end = (round(FAULT_SPAN[0] * n) / FPS, round(FAULT_SPAN[1] * n) / FPS) if fault else (0.0, n / FPS)
-            injector = FaultInjector(parse_faults(f"{sensor}:{fault}:{start}-{end}", self.sensors) if fault else [],
-                                     seed=HELD_OUT_SEED)
-            health = ContentHealth(HealthConfig())
+            first, last = (round(FAULT_SPAN[0] * n), round(FAULT_SPAN[1] * n)) if fault else (0, n)
+            faulted = range(first, last)
+            schedule = parse_faults(f"{sensor}:{fault}:{first / FPS}-{last / FPS}", self.sensors) if fault else []
+            injector = RecordingInjector(schedule, seed=HELD_OUT_SEED)
+            engine = self.engine(injector)
+            self.drive_key = (case, condition)
+            self.fault_tag = (lambda k, subset: row.name if k in faulted and sensor in subset else None) \
+                if fault else (lambda k, subset: None)
+            findings: dict[int, dict[str, str]] = {}
+            results: list[Result] = []
             detected = recovered = None
             for k, frame in enumerate(frames):
-                t = k / FPS
-                arrays = {m: injector.apply(m, a, t) for m, a in sensor_arrays(frame, self.sensors).items()}
-                for m, a in arrays.items():
-                    health.observe(m, a, stamp=100.0 + t)
-                out = set(health.excluded())
-                faulted = start <= t < end
-                if out - {sensor} if fault else out:
-                    row.false_exclusions += 1
-                verdict = health.verdict(sensor)
-                reported = verdict is not None and bool(verdict.fault.kind)
-                if fault and faulted and reported and detected is None:
-                    detected = t - start
-                if fault and t >= end and not reported and recovered is None:
-                    recovered = t - end
-                if not faulted:
-                    continue
-                row.frames += 1
-                truth = frame.labels
-                base = (case, condition, k)
-                kept = self.predict(arrays, frame.K, t, None if fault else base + ("all",))
-                excluded = kept if row.name.startswith("clean") else self.predict(
-                    {m: a for m, a in arrays.items() if m != sensor}, frame.K, t, base + ("without", sensor))
-                if out == {sensor}:
-                    policy, row.policy_excluded = excluded, row.policy_excluded + 1
-                elif not out:
-                    policy = kept
-                else:
-                    policy = self.predict({m: a for m, a in arrays.items() if m not in out}, frame.K, t)
-                row.kept.update(kept, truth)
-                row.excluded.update(excluded, truth)
-                row.policy.update(policy, truth)
+                now = START_S + k / FPS
+                results += self.run(engine, engine.due(now), now)
+                messages = frame_messages(frame, stamp_of(k), self.sensors, self.encoding)
+                for m in self.sensors:
+                    try:
+                        if m in INFO_TOPICS:
+                            engine.accept_camera_info(m, messages[INFO_TOPICS[m]])
+                        engine.accept(m, messages[SENSOR_TOPICS[m]], now)
+                    except ConversionError:
+                        pass  # counted by the Engine; the frame goes on without it, as in the node
+                findings[k] = {m: v.fault.kind for m in self.sensors if (v := engine.content.verdict(m))}
+                reported = bool(findings[k].get(sensor))
+                if fault and k in faulted and reported and detected is None:
+                    detected = (k - first) / FPS
+                if fault and k >= last and not reported and recovered is None:
+                    recovered = (k - last) / FPS
+            results += self.run(engine, engine.flush(now + engine.config.sync.timeout), now)
+            for result in results:
+                self.score(row, engine, injector, frames, result, findings[k], condition, fault)
+            self.cache = {key: labels for key, labels in self.cache.items() if key[3] is None}  # the row's own
             if fault:
                 row.detect_s.append(np.inf if detected is None else detected)
                 row.recover_s.append(np.inf if recovered is None else recovered)
+
+    @staticmethod
+    def run(engine: Engine, frames: list[Frame], now: float) -> list[Result]:
+        out = []
+        for frame in frames:
+            try:
+                out.append(engine.run(frame, now))
+            except FrameSkipped:
+                continue
+        return out
+
+    def score(self, row: Row, engine: Engine, injector: RecordingInjector, frames: list, result: Result,
+              findings: dict[str, str], condition: str, fault: str | None) -> None:
+        """One frame the Engine ran: its false exclusions (with their cause) and, when the fault acts on
+        it (every frame of a clean or DELIVER row), the kept / excluded / policy scores."""
+        k = round((result.frame.stamp - START_S) * FPS)
+        sensor = row.sensor
+        missing = set(self.sensors) - set(result.subset) - ({sensor} if fault else set())
+        if missing:
+            row.false_exclusions += 1
+            row.causes.update(f"{m} {findings.get(m) or 'not in frame'} ({condition})" for m in missing)
+        if fault and self.fault_tag(k, (sensor,)) is None:
+            return
+        row.frames += 1
+        truth = frames[k].labels
+        arrays = {m: injector.seen[(m, k)] for m in self.sensors}
+        kept = self.labels(engine, arrays, k)
+        excluded = kept if row.name.startswith("clean") else self.labels(
+            engine, {m: a for m, a in arrays.items() if m != sensor}, k)
+        if set(result.subset) == set(self.sensors) - {sensor}:
+            row.policy_excluded += 1
+        for matrix, labels in ((row.kept, kept), (row.excluded, excluded), (row.policy, result.labels)):
+            matrix.update(labels, truth if truth.shape == labels.shape else resize(truth, labels.shape, nearest=True))
 
     def row(self, name: str, sensor: str) -> Row:
         return Row(name, sensor, *(ConfusionMatrix(self.classes) for _ in range(3)))
@@ -166,10 +251,16 @@ def delay(values: list[float]) -> str:
     return "never" if np.isinf(worst) else f"{np.median(values):.1f} / {worst:.1f}"
 
 
-def table(rows: list[Row], clean: Row) -> str:
+def causes(row: Row) -> str:
+    """Which sensor and finding left a clean sensor out, in how many frames: 'event frozen (fog): 3'."""
+    return ", ".join(f"{cause}: {n}" for cause, n in row.causes.most_common())
+
+
+def table(rows: list[Row], clean: list[Row]) -> str:
     lines = ["| sensor | fault | frames | kept | excluded | policy | policy - max | recovered | left out by policy "
-             "| false exclusions | reported after s (median / worst) | healthy after s (median / worst) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+             "| false exclusions | left out by (frames) | reported after s (median / worst) "
+             "| healthy after s (median / worst) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for r in rows:
         kept, excluded, policy = miou(r.kept), miou(r.excluded), miou(r.policy)
         loss = excluded - kept
@@ -177,9 +268,10 @@ def table(rows: list[Row], clean: Row) -> str:
         sensor, fault = r.name.split(":")
         lines.append(f"| {sensor} | {fault} | {r.frames} | {kept:.1f} | {excluded:.1f} | {policy:.1f} | "
                      f"{policy - max(kept, excluded):+.1f} | {recovered} | {r.policy_excluded / r.frames:.0%} | "
-                     f"{r.false_exclusions} | {delay(r.detect_s)} | {delay(r.recover_s)} |")
-    lines.append(f"| clean | (all five conditions) | {clean.frames} | {miou(clean.kept):.1f} | | "
-                 f"{miou(clean.policy):.1f} | | | | {clean.false_exclusions} | | |")
+                     f"{r.false_exclusions} | {causes(r)} | {delay(r.detect_s)} | {delay(r.recover_s)} |")
+    for r in clean:
+        lines.append(f"| clean | {r.name.split(':')[1]} | {r.frames} | {miou(r.kept):.1f} | | {miou(r.policy):.1f} "
+                     f"| | | | {r.false_exclusions} | {causes(r)} | | |")
     return "\n".join(lines)
 
 
@@ -203,6 +295,8 @@ def check_cost(drives: dict[str, list], sensors: tuple[str, ...], size: tuple[in
 def node_frame_ms(bench: Bench, drives: dict[str, list], size: tuple[int, int], count: int = 10) -> float:
     """Median milliseconds of the node's pipeline (encode + model) on one frame with `size` camera images."""
     frames = next(iter(drives.values()))[:count]
+    pipeline = Engine(bench.predictor, bench.config).pipeline
+    pipeline.wait_for_graphs = True
     scale = np.diag([size[1] / 256, size[0] / 256, 1.0])
     times = []
     for frame in frames:
@@ -211,10 +305,10 @@ def node_frame_ms(bench: Bench, drives: dict[str, list], size: tuple[int, int], 
         K = scale @ frame.K
         for camera in ("rgb", "depth", "thermal"):
             if camera in bench.sensors:
-                bench.pipeline.set_camera(camera, K, size)
+                pipeline.set_camera(camera, K, size)
         data = {m: SensorSample(arrays[m], 1.0, "camera") for m in bench.sensors}
         begin = time.perf_counter()
-        bench.pipeline.process(Frame(1.0, bench.sensors[0], data, {m: 1.0 for m in data}))
+        pipeline.process(Frame(1.0, bench.sensors[0], data, {m: 1.0 for m in data}))
         times.append(time.perf_counter() - begin)
     return 1e3 * float(np.median(times))
 
@@ -223,8 +317,12 @@ def run_checkpoint(checkpoint: str, args: argparse.Namespace, clean_drives: dict
     bench = Bench(checkpoint, args.backend)
     sensors = bench.sensors
     begin = time.perf_counter()
-    clean = bench.row("clean:none", sensors[0])
-    bench.drive(clean, clean_drives, None, None)
+    clean = [bench.row(f"clean:{condition}", sensors[0]) for condition in clean_drives]
+    for row, (condition, frames) in zip(clean, clean_drives.items()):
+        bench.drive(row, {condition: frames}, None, None)
+    total = sum(r.false_exclusions for r in clean)
+    print(f"  clean: {total} of {sum(r.frames for r in clean)} frames with a sensor left out "
+          f"({time.perf_counter() - begin:.0f} s)", flush=True)
     rows = []
     for sensor in sensors:
         for fault in ROWS[sensor]:
@@ -240,6 +338,7 @@ def run_checkpoint(checkpoint: str, args: argparse.Namespace, clean_drives: dict
         row = bench.row(f"{CASE_SENSOR[case]}:DELIVER {case}", CASE_SENSOR[case])
         bench.drive(row, drives, None, case)
         deliver.append(row)
+        print(f"  {row.name}: {row.false_exclusions} of {row.frames} frames with a sensor left out", flush=True)
     lines = [f"## {checkpoint} (backend {bench.predictor.backend}, seed {HELD_OUT_SEED}, "
              f"{sum(map(len, clean_drives.values()))} clean frames over {len(clean_drives)} conditions, "
              f"{bench.forwards} model runs in {time.perf_counter() - begin:.0f} s)", "",
