@@ -1,23 +1,16 @@
-"""Test session setup: DDS confined to this machine, a distinct ROS domain per test, no stale SHM."""
+"""Session setup for both folders: DDS confined to this machine (before anything imports rclpy), no stale
+shared-memory files, and the model fixtures unit and integration tests share. The DDS fixtures (a ROS domain
+per test, node processes, an in-process probe node) are in integration/conftest.py."""
 from __future__ import annotations
 
-import itertools
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from charm_ros import env as ros_env
 
-ROOT = Path(__file__).resolve().parents[1]
-NODES = Path(__file__).resolve().parent / "nodes"
-
 # Before anything imports rclpy: confine DDS and use the shipped Fast DDS profile for this process.
 ros_env.apply()
-_domains = itertools.count()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -26,75 +19,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     ros_env.clear_stale_shm()
-
-
-@pytest.fixture
-def domain_id() -> int:
-    """A ROS_DOMAIN_ID of its own for each test, so a straggler of one test cannot feed the next."""
-    return ros_env.pick_domain_id(os.getpid() + 7 * next(_domains) + 1)
-
-
-@pytest.fixture
-def child_env(domain_id: int) -> dict[str, str]:
-    """Environment for node subprocesses of this test."""
-    return ros_env.ros_environment(domain_id)
-
-
-class Processes:
-    """Starts helper processes and guarantees they are gone when the test ends."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.procs: list[subprocess.Popen] = []
-
-    def python(self, script: str | Path, *args: str, **popen) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, str(script), *args], env=self.env,
-                                start_new_session=True, **popen)
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + 5
-        for proc in self.procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-@pytest.fixture
-def processes(child_env: dict[str, str]):
-    procs = Processes(child_env)
-    yield procs
-    procs.stop_all()
-
-
-@pytest.fixture
-def rclpy_node(domain_id: int):
-    """An in-process rclpy node on this test's domain, spun by a background executor."""
-    import threading
-
-    import rclpy
-
-    from charm_ros.node.host import TolerantExecutor
-
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain_id)
-    node = rclpy.create_node("test_probe", context=context)
-    executor = TolerantExecutor(lambda topic, error: print(f"test probe dropped a message on {topic}: {error}"),
-                                context=context)
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    yield node
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.shutdown(context=context)
-    thread.join(timeout=5)
 
 
 @pytest.fixture(scope="session")

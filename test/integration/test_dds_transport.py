@@ -3,7 +3,7 @@ import json
 import subprocess
 import time
 
-from conftest import NODES
+from dds_helpers import NODES
 
 COUNT = 20
 

@@ -1,4 +1,5 @@
-"""run_node's executor: a message rclpy cannot convert is dropped and reported, the subscription lives on."""
+"""The node host (charm_ros/node/host.py): a message rclpy cannot convert is dropped and reported, the
+subscription lives on; a cleanup that hangs ends the process with its stacks."""
 import time
 
 import pytest
@@ -9,6 +10,7 @@ from std_msgs.msg import String
 from charm_ros.node.host import TolerantExecutor
 
 UNCONVERTIBLE = "Unable to convert call argument '0' to Python object"
+STUCK_S = 60.0   # how long the hung teardown below would take
 
 
 @pytest.fixture
@@ -36,7 +38,7 @@ def first_take_fails(monkeypatch):
     monkeypatch.setattr(SingleThreadedExecutor, "_take_subscription", take)
 
 
-def spin_until(executor, done, timeout=5.0):
+def spin_until(executor, done, timeout=30.0):
     deadline = time.monotonic() + timeout
     while not done() and time.monotonic() < deadline:
         executor.spin_once(timeout_sec=0.05)
@@ -50,7 +52,7 @@ def test_plain_executor_dies_on_an_unconvertible_message(node, monkeypatch):
     executor.add_node(node)
     pub.publish(String(data="a"))
     with pytest.raises(RuntimeError, match="Unable to convert"):
-        spin_until(executor, lambda: False, timeout=2.0)
+        spin_until(executor, lambda: False)
     executor.shutdown()
 
 
@@ -70,7 +72,6 @@ def test_tolerant_executor_drops_it_reports_it_and_keeps_receiving(node, monkeyp
     assert got == ["b"], "the failed message is dropped, the next one is delivered"
 
 
-@pytest.mark.slow
 def test_a_cleanup_that_hangs_ends_the_process_with_its_stacks(child_env):
     """A hung teardown (as Fast DDS can do destroying a participant) must not need SIGKILL."""
     import signal
@@ -78,7 +79,7 @@ def test_a_cleanup_that_hangs_ends_the_process_with_its_stacks(child_env):
     import sys
     import textwrap
 
-    script = textwrap.dedent("""
+    script = f"STUCK_S = {STUCK_S}\n" + textwrap.dedent("""
         import time
         from rclpy.node import Node
         from charm_ros.node.host import run_node
@@ -89,7 +90,7 @@ def test_a_cleanup_that_hangs_ends_the_process_with_its_stacks(child_env):
                 self.create_timer(0.5, lambda: print("spinning", flush=True))
 
             def shutdown(self):
-                time.sleep(60)
+                time.sleep(STUCK_S)
 
         run_node(Stuck, "stuck")
     """)
@@ -98,31 +99,12 @@ def test_a_cleanup_that_hangs_ends_the_process_with_its_stacks(child_env):
     assert proc.stdout.readline().strip() == "spinning"
     start = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=15)
+    try:
+        _, err = proc.communicate(timeout=STUCK_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 1 and "Timeout" in err and "shutdown" in err
-    assert time.monotonic() - start < 8.0
-
-
-@pytest.mark.parametrize("executable, expected", [
-    ("charm_node", ["lidar.intensity_field", "* default \"auto\"", "model.device", "one of auto, cpu, cuda"]),
-    ("charm_sim_rig", ["depth.rate", "0 = fps", "dropouts"]),
-    ("charm_demo_report", ["output_dir", "default \"out/demo\""]),
-])
-def test_help_lists_the_parameters_and_stray_arguments_are_refused(executable, expected, child_env):
-    """Without ros2cli there is no `ros2 param describe`: --help is where a user finds the parameters. It
-    and a stray argument both return at once, before any node starts (a stray one used to be ignored)."""
-    import subprocess
-
-    from charm_ros.tools.launcher import resolve_executable
-
-    exe = resolve_executable(executable)
-    shown = subprocess.run([exe, "--ros-args", "-p", "x:=1", "--", "--help"], env=child_env, capture_output=True,
-                           text=True, timeout=60)
-    assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.startswith(f"usage: {executable} [--ros-args")
-    for text in expected:
-        assert text in shown.stdout
-    refused = subprocess.run([exe, "--frobnicate", "--ros-args", "-p", "x:=1"], env=child_env, capture_output=True,
-                             text=True, timeout=60)
-    assert refused.returncode == 2
-    assert f"{executable}: unrecognized arguments: --frobnicate" in refused.stderr
+    # ended by the host's cleanup timeout (4 s), not by the teardown returning: far sooner than STUCK_S
+    assert time.monotonic() - start < STUCK_S / 2

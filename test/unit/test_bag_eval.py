@@ -1,11 +1,8 @@
-"""Rosbag evaluation: both storage plugins, foreign encodings and layouts, --drop, unknown messages,
-and the live node giving the same masks as the offline evaluator on the same frames."""
+"""Rosbag evaluation (charm_ros/bags, charm-bag-eval): both storage plugins, foreign encodings and layouts,
+--drop, unknown messages, the ONNX Runtime backend. A bag played to the live node: test/integration/test_bag_play.py."""
 from __future__ import annotations
 
 import json
-import subprocess
-import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,33 +12,25 @@ import pytest
 from builtin_interfaces.msg import Time
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
 
 from charm_core.data.synthetic import World
 from charm_core.encoders import Letterbox
 from charm_core.inference import Predictor
 from charm_ros.bags.evaluator import BagEvaluator
-from charm_ros.bags.reader import count_messages, read_in_stamp_order, stamp_ns
+from charm_ros.bags.reader import count_messages, read_in_stamp_order
 from charm_ros.bags.topics import DEFAULT_TOPICS
 from charm_ros.tools.bag_eval import main as bag_eval_main
 from charm_ros.tools.bag_play import main as bag_play_main
-from charm_ros.tools.bag_record import RIG_PREFIX, record
+from charm_ros.tools.bag_record import RIG_PREFIX
 from charm_ros.runtime.dropouts import parse_dropouts
 from charm_ros.runtime.node_config import validate
 from charm_ros.runtime.parameters import load_param_file
 from charm_ros.tools.sim_rig import RigEncoding, frame_messages
-from conftest import ROOT
-
-TS = get_typestore(Stores.ROS2_KILTED)
-PARAMS = ROOT / "config" / "charm.param.yaml"
-SIZE = (128, 160)   # not square, not the network size: exercises the letterbox
-
+from bag_helpers import PARAMS, SIZE, TS, evaluate, masks_by_stamp, record_rig_bag
 
 @pytest.fixture(scope="module")
 def rig_bag(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("bags") / "rig_mcap"
-    record(path, duration=3.0, storage="mcap", seed=5, size=SIZE, progress=False)
-    return path
+    return record_rig_bag(tmp_path_factory.mktemp("bags") / "rig_mcap")
 
 
 @pytest.fixture(scope="module")
@@ -49,21 +38,9 @@ def predictor(random_checkpoint):
     return Predictor.from_checkpoint(random_checkpoint, device="cpu")
 
 
-def evaluate(bag: Path, predictor, topics=None, drop=None) -> BagEvaluator:
-    evaluator = BagEvaluator(predictor, validate(load_param_file(PARAMS)), topics or DEFAULT_TOPICS, drop)
-    for topic, msg, at, received in read_in_stamp_order(bag, set(evaluator.topics.values())):
-        evaluator.feed(topic, msg, at, received)
-    evaluator.finish()
-    return evaluator
-
-
-def masks_by_stamp(evaluator: BagEvaluator) -> dict[int, tuple[tuple[str, ...], np.ndarray]]:
-    return {stamp_ns(r.frame.data[r.frame.reference]): (r.subset, r.labels) for r in evaluator.results}
-
-
 def test_storage_plugins_give_identical_results(rig_bag, tmp_path, predictor):
     sqlite = tmp_path / "rig_sqlite"
-    record(sqlite, duration=3.0, storage="sqlite3", seed=5, size=SIZE, progress=False)
+    record_rig_bag(sqlite, storage="sqlite3")
     assert (sqlite / "rig_sqlite.db3").is_file() and (rig_bag / "rig_mcap.mcap").is_file()
     a, b = masks_by_stamp(evaluate(rig_bag, predictor)), masks_by_stamp(evaluate(sqlite, predictor))
     assert len(a) == 30 and a.keys() == b.keys()
@@ -174,12 +151,13 @@ def _foreign_copy(src: Path, dst: Path, with_gt: bool, compressed: bool = False,
                           (("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("t", 16, 8), ("intensity", 24, 7), ("ring", 28, 4))]
                 msg = PointCloud2(header=header, height=1, width=n, fields=fields, is_bigendian=False, point_step=32,
                                   row_step=32 * n, data=cloud.view(np.uint8), is_dense=True)
-            name = rename[conn.topic] + ("/compressed" if compressed and conn.topic == DEFAULT_TOPICS["rgb"] else
-                                         "/compressedDepth" if compressed and conn.topic == DEFAULT_TOPICS["depth"] else "")
+            transport = {DEFAULT_TOPICS["rgb"]: "/compressed", DEFAULT_TOPICS["depth"]: "/compressedDepth"}
+            name = rename[conn.topic] + (transport.get(conn.topic, "") if compressed else "")
             if name not in conns:
                 conns[name] = writer.add_connection(name, msgtype, typestore=TS)
             writer.write(conns[name], t, TS.serialize_cdr(msg, msgtype))
-            writer.write(unknown, t, TS.serialize_cdr(TS.types["std_msgs/msg/String"](data="ok"), "std_msgs/msg/String"))
+            ok = TS.types["std_msgs/msg/String"](data="ok")
+            writer.write(unknown, t, TS.serialize_cdr(ok, "std_msgs/msg/String"))
     return topics
 
 
@@ -287,110 +265,6 @@ def test_bag_without_ground_truth_gives_subset_and_latency_only(rig_bag, tmp_pat
     assert report["overall"]["latency_ms_median"] > 0
 
 
-@pytest.mark.slow
-def test_live_node_matches_offline_evaluation(rig_bag, random_checkpoint, child_env, rclpy_node, predictor):
-    """The bag replayed to the live node (sim time) gives the masks the offline evaluator computes."""
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
-    from std_msgs.msg import String
-
-    from charm_ros.msgs.images import image_to_numpy
-    from charm_ros.tools.launcher import Launcher, NodeSpec, resolve_executable
-
-    masks: list[tuple[int, np.ndarray]] = []       # in publication order
-    subsets: list[str] = []                          # ~/subset follows every mask, same order
-    lock = threading.Lock()
-
-    def on_mask(msg: Image) -> None:
-        with lock:
-            masks.append((msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec, image_to_numpy(msg)))
-
-    def on_subset(msg: String) -> None:
-        with lock:
-            subsets.append(msg.data)
-
-    reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-    rclpy_node.create_subscription(String, "/charm/subset", on_subset, reliable)
-    rclpy_node.create_subscription(Image, "/charm/mask", on_mask, reliable)
-    spec = NodeSpec(command=[resolve_executable("charm_node")], name="charm", params_files=[str(PARAMS)],
-                    parameters={"model.checkpoint": str(random_checkpoint), "use_sim_time": True, "model.backend": "torch"},
-                    remappings=[("~/rgb/image", DEFAULT_TOPICS["rgb"]), ("~/depth/image", DEFAULT_TOPICS["depth"]),
-                                ("~/event/image", DEFAULT_TOPICS["event"]), ("~/lidar/points", DEFAULT_TOPICS["lidar"]),
-                                ("~/rgb/camera_info", DEFAULT_TOPICS["rgb_info"]),
-                                ("~/depth/camera_info", DEFAULT_TOPICS["depth_info"])])
-    with Launcher([spec], env=child_env) as launcher:
-        time.sleep(4.0)  # model load
-        player = subprocess.run([resolve_executable("charm-bag-play"), str(rig_bag), "--clock", "--rate", "0.5",
-                                 "--start-delay", "1.0"], env=child_env, capture_output=True, text=True, timeout=60)
-        assert player.returncode == 0, player.stderr
-        time.sleep(1.0)
-        assert launcher.poll()["charm"] is None
-    offline = masks_by_stamp(evaluate(rig_bag, predictor))
-    with lock:
-        assert len(masks) == len(subsets), "masks and ~/subset messages went out of step"
-        live = [(stamp, tuple(subset.split("+")), mask) for (stamp, mask), subset in zip(masks, subsets)]
-    # Live, a sensor counts only once its first message has arrived, so the very first frames may use
-    # fewer modalities than the offline replay (which sees each stamp's messages together). Compare the
-    # frames where both ran the same subset; once they agree, they must keep agreeing.
-    agree = [stamp in offline and offline[stamp][0] == subset for stamp, subset, _ in live]
-    same = [(stamp, mask) for (stamp, _, mask), ok in zip(live, agree) if ok]
-    assert len(same) >= 20, f"the live node published {len(live)} masks, {len(same)} comparable with the replay"
-    assert all(agree[agree.index(True):]), f"live subsets left the replay's after start-up: {agree}"
-    # same frames, same subset, same code path: the same masks (hence the same mIoU on those frames)
-    for stamp, mask in same:
-        np.testing.assert_array_equal(mask, offline[stamp][1])
-
-
-@pytest.mark.slow
-def test_bag_play_republishes_a_latched_topic_latched(tmp_path, child_env, rclpy_node):
-    """A CameraInfo recorded once from a latched publisher reaches a subscriber that comes up after it
-    was played, as with `ros2 bag play`; an ordinary topic stays volatile."""
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
-    from sensor_msgs.msg import CameraInfo
-
-    from charm_ros.tools.launcher import resolve_executable
-
-    def offered(durability: QosDurability) -> Qos:
-        never = QosTime(sec=0, nsec=0)
-        return Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, durability, never, never,
-                   QosLiveliness.AUTOMATIC, never, False)
-
-    bag = tmp_path / "latched"
-    CameraInfoBag, String = TS.types["sensor_msgs/msg/CameraInfo"], TS.types["std_msgs/msg/String"]
-    with Writer(bag, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
-        info = writer.add_connection("/cam/camera_info", CameraInfoBag.__msgtype__, typestore=TS,
-                                     offered_qos_profiles=[offered(QosDurability.TRANSIENT_LOCAL)])
-        ticks = writer.add_connection("/cam/ticks", String.__msgtype__, typestore=TS,
-                                      offered_qos_profiles=[offered(QosDurability.VOLATILE)])
-        t0 = 1_700_000_000 * 10 ** 9
-        msg = CameraInfoBag(header=TS.types["std_msgs/msg/Header"](
-            stamp=TS.types["builtin_interfaces/msg/Time"](sec=1_700_000_000, nanosec=0), frame_id="cam"),
-            height=480, width=640, distortion_model="plumb_bob", d=np.zeros(5), k=np.eye(3).ravel(),
-            r=np.eye(3).ravel(), p=np.zeros(12), binning_x=0, binning_y=0,
-            roi=TS.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
-                                                             do_rectify=False))
-        writer.write(info, t0, TS.serialize_cdr(msg, CameraInfoBag.__msgtype__))
-        for k in range(30):
-            writer.write(ticks, t0 + k * 10 ** 8, TS.serialize_cdr(String(data=str(k)), String.__msgtype__))
-    player = subprocess.Popen([resolve_executable("charm-bag-play"), str(bag), "--start-delay", "0.2"],
-                              env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1.5)   # the CameraInfo has gone out; the ticks go on for 3 s
-        got: list[tuple[int, int]] = []
-        rclpy_node.create_subscription(CameraInfo, "/cam/camera_info", lambda m: got.append((m.height, m.width)),
-                                       QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                                                  durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        deadline = time.monotonic() + 5.0
-        while not got and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert got == [(480, 640)], "the latched CameraInfo never reached a late subscriber"
-    finally:
-        out, err = player.communicate(timeout=20)
-    assert player.returncode == 0, err
-    assert "1  /cam/camera_info" in out and "30  /cam/ticks" in out
-
-
 def test_a_slower_sensor_goes_into_every_frame_near_it_and_is_counted_per_frame(predictor):
     """A 30 Hz camera with a 10 Hz LiDAR: each camera frame takes the sweep nearest to it (33 ms at
     most), so 29 of 30 frames have both (the last one's next sweep never comes); the report counts
@@ -411,6 +285,7 @@ def test_a_slower_sensor_goes_into_every_frame_near_it_and_is_counted_per_frame(
     assert lidar_stamps[:4] == [100.0, 100.0, 100.1, 100.1]
 
 
+@pytest.mark.slow
 def test_repeated_dropouts_accumulate(rig_bag, tmp_path, random_checkpoint):
     """`--drop depth:1-3 --drop rgb:2-4` used only the last schedule."""
     out = tmp_path / "report.json"

@@ -16,7 +16,7 @@ from charm_ros.bags.reader import read_in_stamp_order
 from charm_ros.bags.topics import DEFAULT_TOPICS
 from charm_ros.tools.bag_export import main as export_main
 from charm_ros.tools.bag_record import main as record_main
-from conftest import ROOT
+from support import ROOT
 
 PARAMS = ROOT / "config" / "charm.param.yaml"
 

@@ -31,7 +31,7 @@ from charm_ros.tools.bag_eval import main as bag_eval_main
 from charm_ros.tools.bag_record import RIG_PREFIX, record
 from charm_ros.runtime.dropouts import parse_dropouts, phases
 from charm_ros.tools.sim_rig import RigEncoding, frame_messages
-from conftest import ROOT
+from support import ROOT
 
 FIVE = ("rgb", "depth", "event", "lidar", "thermal")
 ONLY_CAMERAS = {"depth.enabled": False, "event.enabled": False, "lidar.enabled": False, "model.input_size": [64, 64]}

@@ -111,7 +111,8 @@ def test_muses_discovery_paths_conditions_and_labels(tmp_path: Path) -> None:
     _muses_frame(tmp_path, "train", "dusk", "day", "REC0003_frame_000030", [1, 2, 3, 4])   # not a MUSES weather
     ds = MusesDataset(tmp_path, "train", size=(4, 4))
     assert [s.condition for s in ds.samples] == ["clear_day", "fog_night"], "sorted; other weathers skipped"
-    assert ds.samples[1].path("event_camera") == Path("event_camera/train/fog/night/REC0001_frame_000010_event_camera.png")
+    assert ds.samples[1].path("event_camera") == Path(
+        "event_camera/train/fog/night/REC0001_frame_000010_event_camera.png")
     assert ds.samples[1].labels == Path("gt_semantic/train/fog/night/REC0001_frame_000010_gt_labelTrainIds.png")
     inputs, labels = ds[1]
     assert labels[0].tolist() == [0, 18, 255, 255], "255 stays ignore (the reference makes it road)"

@@ -108,7 +108,8 @@ def test_two_gloo_ranks_train_col_and_ine_in_step_and_resume(small_dataset, tmp_
     # time limit that only rank 0's clock sees: both ranks continue from the saved step and stop together
     # after one step (a rank that went on alone would hang in its all-reduce).
     first, second = run_ranks([Run(recipe, stop_at=5),
-                               Run([*recipe, "amp=fp16", "time_limit_min=1e-6"], frozen_clock_rank=1)], tmp_path / "ranks")
+                               Run([*recipe, "amp=fp16", "time_limit_min=1e-6"], frozen_clock_rank=1)],
+                         tmp_path / "ranks")
     for report in first:
         assert [s["step"] for s in report["steps"]] == [0, 1, 2, 3, 4] and report["final"] == 5
         assert all(math.isfinite(s[k]) for s in report["steps"] for k in ("loss", "col", "ine"))

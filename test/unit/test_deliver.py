@@ -148,7 +148,7 @@ def test_dataset_eval_resize_option(tree):
                                            ("synthetic_tiny", "exact"), ("synthetic_b0", "exact")])
 def test_deliver_recipes_validate_with_the_reference_resize(recipe, resize):
     from charm_core.train.config import load_config
-    from conftest import ROOT
+    from support import ROOT
 
     assert load_config(ROOT / "training" / f"{recipe}.yaml").eval_resize == resize
 

@@ -58,8 +58,10 @@ def test_lidar_raster_nearest_point_wins_in_any_order():
 
 def test_lidar_raster_equal_depth_on_one_pixel_keeps_the_first_point():
     first, second = [7.0, 0.0, 0.0, 0.2], [7.0, 0.0, 0.0, 0.8]
-    assert lidar_to_raster(np.array([first, second]), K, (80, 100), RIG)[40, 50, 1] == intensity_code(np.array([0.2]))[0]
-    assert lidar_to_raster(np.array([second, first]), K, (80, 100), RIG)[40, 50, 1] == intensity_code(np.array([0.8]))[0]
+    near_first = lidar_to_raster(np.array([first, second]), K, (80, 100), RIG)[40, 50, 1]
+    near_second = lidar_to_raster(np.array([second, first]), K, (80, 100), RIG)[40, 50, 1]
+    assert near_first == intensity_code(np.array([0.2]))[0]
+    assert near_second == intensity_code(np.array([0.8]))[0]
 
 
 def test_lidar_raster_ignores_nan_behind_and_outside_points():

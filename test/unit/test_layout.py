@@ -11,9 +11,10 @@ import charm_ros.msgs
 import charm_ros.runtime
 from charm_ros.paths import share_path
 from charm_ros.runtime.node_config import PARAMETERS
-from charm_ros.tools.param_table import render
+from charm_ros.tools.param_table import render, tables
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+
 PACKAGES = ("charm_core", "charm_ros")
 ROS_LAYER = ("charm_ros.node", "charm_ros.tools")  # the only rooms that may import rclpy
 
@@ -164,8 +165,22 @@ def test_the_blocker_itself_refuses_rclpy():
     assert done.returncode != 0 and "rclpy" in done.stderr
 
 
-def test_readme_parameter_table_is_the_spec_table():
+def test_generated_parameter_tables_are_the_spec_tables():
+    for document, generated in tables().items():
+        text = share_path(document).read_text()
+        assert render(text, document) == text, f"{document} out of date: run python -m charm_ros.tools.param_table"
+        for specs in generated.values():
+            assert all(f"| `{spec.name}` |" in text for spec in specs)
     readme = share_path("README.md").read_text()
-    assert render(readme) == readme, "README out of date: run python -m charm_ros.tools.param_table"
-    for spec in PARAMETERS:
-        assert f"| `{spec.name}` |" in readme
+    assert all(f"| `{spec.name}` |" in readme for spec in PARAMETERS)
+
+
+def test_unit_tests_use_no_dds_and_test_file_names_are_unique():
+    """test/unit/ runs without DDS (no node, no ROS process: those tests belong in test/integration/, whose
+    conftest.py alone has the DDS fixtures); pytest's prepend import mode needs unique test file names."""
+    dds_words = ["rclpy" + ".init", "create" + "_node(", "rclpy" + "_node", "child" + "_env", "Launcher" + "("]
+    unit = sorted((ROOT / "test" / "unit").glob("*.py"))
+    offenders = {p.name: [w for w in dds_words if w in p.read_text()] for p in unit}
+    assert {name: words for name, words in offenders.items() if words} == {}
+    names = [p.name for p in (ROOT / "test").rglob("test_*.py")]
+    assert len(unit) > 30 and sorted(n for n in set(names) if names.count(n) > 1) == []

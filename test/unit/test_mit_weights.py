@@ -140,7 +140,8 @@ def head_state_dict(name: str, classes: int, layout: str, seed: int = 0) -> dict
     out[f"decode_head.{pred}.weight"] = torch.randn(classes, d, 1, 1, generator=g) / d ** 0.5
     out[f"decode_head.{pred}.bias"] = torch.randn(classes, generator=g)
     if layout == "nvlabs":  # mmseg's BaseDecodeHead builds conv_seg, which SegFormerHead never uses
-        out |= {"decode_head.conv_seg.weight": torch.randn(classes, d, 1, 1), "decode_head.conv_seg.bias": torch.zeros(classes)}
+        out |= {"decode_head.conv_seg.weight": torch.randn(classes, d, 1, 1),
+                "decode_head.conv_seg.bias": torch.zeros(classes)}
     return out
 
 
@@ -265,7 +266,8 @@ def test_huggingface_eps_moves_features_by_float_rounding_only() -> None:
     hf = hf_layout(official_state_dict("b0"))
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        gaps = [_relative_error(a, b) for a, b in zip(reference_stages(hf, x, HF_EPS), reference_stages(hf, x, NVLABS_EPS))]
+        pairs = zip(reference_stages(hf, x, HF_EPS), reference_stages(hf, x, NVLABS_EPS))
+        gaps = [_relative_error(a, b) for a, b in pairs]
     assert 0 < max(gaps) < 5e-5
 
 

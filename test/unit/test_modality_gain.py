@@ -2,7 +2,7 @@
 import importlib.util
 import json
 
-from conftest import ROOT
+from support import ROOT
 
 spec = importlib.util.spec_from_file_location("modality_gain", ROOT / "training" / "modality_gain.py")
 modality_gain = importlib.util.module_from_spec(spec)

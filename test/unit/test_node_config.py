@@ -8,7 +8,7 @@ from charm_ros.runtime.node_config import PARAMETERS, SPECS, ConfigError, parse_
 from charm_ros.runtime.parameters import load_param_file
 from charm_ros.runtime.pipeline import PipelineConfig
 from charm_ros.runtime.sync import ModalityConfig, SyncConfig
-from conftest import ROOT
+from support import ROOT
 
 
 def test_param_file_lists_exactly_the_declared_parameters_and_validates():

@@ -1,5 +1,5 @@
-"""Robot integration without a ROS graph: camera-resolution outputs, labeled points, QoS words and
-levels, lifecycle and pause reports, the launcher's conditions, Foxglove schemas."""
+"""The node's outputs without a ROS graph (msgs/outputs.py): camera-resolution outputs are the camera's pixels
+and K, labeled points carry the mask at each point's own projection, the point cloud layout round-trips."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,11 +14,7 @@ from charm_ros.msgs.images import numpy_to_image
 from charm_ros.msgs.pointclouds import pointcloud2_to_xyzi, xyzi_to_pointcloud2
 from charm_ros.msgs.outputs import NO_DATA, output_messages
 from charm_ros.runtime.engine import Engine
-from charm_ros.runtime.health import ERROR, OK, WARN, ModalityHealth, PipelineHealth, assess, idle_reports
 from charm_ros.runtime.node_config import validate
-from charm_ros.runtime.qos import Endpoint, input_warning, output_warning
-from charm_ros.tools.foxglove_bridge import ros2msg_schema
-from charm_ros.tools.launcher import load_launch_yaml
 
 CAMERA_HW = (240, 320)
 
@@ -104,145 +100,3 @@ def test_point_cloud_layout_round_trips():
     msg = xyzi_to_pointcloud2(points, frame_id="lidar")
     assert msg.point_step == 16 and [f.offset for f in msg.fields] == [0, 4, 8, 12] and msg.is_dense
     np.testing.assert_array_equal(pointcloud2_to_xyzi(msg), points)
-
-
-# ------------------------------------------------------------------ QoS: words and levels
-NODE = Endpoint("/charm", "sensor_msgs/msg/Image", "reliable", "volatile")
-
-
-def test_a_best_effort_publisher_to_a_reliable_input_is_named_with_the_fix():
-    text = input_warning("/cam/image", NODE, [Endpoint("/driver", NODE.type, "best_effort", "volatile")], None, 3.0)
-    assert "/cam/image" in text and "/driver" in text and "(reliability)" in text
-    assert "qos.input_reliability to best_effort" in text
-    ok = Endpoint("/driver", NODE.type, "reliable", "volatile")
-    assert input_warning("/cam/image", NODE, [ok], None, 3.0) == ""
-    best_effort_node = Endpoint("/charm", NODE.type, "best_effort", "volatile")
-    assert input_warning("/cam/image", best_effort_node, [ok, Endpoint("/b", NODE.type, "best_effort", "volatile")],
-                         None, 3.0) == "", "best effort matches every publisher"
-
-
-def test_durability_type_silence_and_events_are_named():
-    latched = Endpoint("/charm", "sensor_msgs/msg/CameraInfo", "reliable", "transient_local")
-    volatile = Endpoint("/cal", "sensor_msgs/msg/CameraInfo", "reliable", "volatile")
-    assert "(durability)" in input_warning("/info", latched, [volatile], None, 3.0)
-    compressed = Endpoint("/cam", "sensor_msgs/msg/CompressedImage", "reliable", "volatile")
-    text = input_warning("/img", NODE, [compressed], None, 3.0)
-    assert "publishes sensor_msgs/msg/CompressedImage" in text and "/compressed" in text
-    fine = Endpoint("/cam", NODE.type, "reliable", "volatile")
-    assert input_warning("/img", NODE, [fine], 2.0, 3.0) == "", "not silent for long enough"
-    assert "nothing received for 3.5 s" in input_warning("/img", NODE, [fine], 3.5, 3.0)
-    assert "(deadline)" in input_warning("/img", NODE, [fine], None, 3.0, event_policy="deadline")
-    undiscovered = Endpoint("", NODE.type, "best_effort", "volatile")  # its node not known yet
-    assert input_warning("/img", NODE, [undiscovered], None, 3.0).startswith("/img: a publisher publishes best_effort")
-
-
-def test_an_output_subscriber_asking_for_more_than_is_offered_is_named():
-    ours = Endpoint("/charm", "sensor_msgs/msg/Image", "best_effort", "volatile")
-    rviz = Endpoint("/rviz", ours.type, "reliable", "transient_local")
-    text = output_warning("/charm/mask", ours, [rviz])
-    assert "/charm/mask: /rviz subscribes reliable" in text and "qos.output_reliability to reliable" in text
-    assert "(durability)" in text
-    assert output_warning("/charm/mask", ours, [Endpoint("/v", ours.type, "best_effort", "volatile")]) == ""
-
-
-def _health(alive, qos=None, paused=False, outputs=None):
-    mods = [ModalityHealth(m, m in alive, 0.05 if m in alive else None, 10.0, 10, 10, 0, 0,
-                           qos_warning=(qos or {}).get(m, "")) for m in ("rgb", "lidar")]
-    return PipelineHealth(enabled=("rgb", "lidar"), modalities=mods, subset=tuple(alive), frames=0, frames_dropped=0,
-                          frames_skipped=0, encode_ms=None, inference_ms=None, end_to_end_ms=None, output_rate_hz=0.0,
-                          paused=paused, output_warnings=outputs or {})
-
-
-def test_qos_warnings_set_the_levels():
-    reports = assess(_health((), qos={"rgb": "/cam: reliability ..."}))
-    assert reports[0].level == ERROR and reports[0].message == "no sensor input alive (rgb: see the sensor status)"
-    assert reports[1].level == WARN and reports[1].message == "no message yet: /cam: reliability ..."
-    assert reports[1].values["qos_warning"] == "/cam: reliability ..."
-    alive = assess(_health(("rgb", "lidar"), qos={"lidar": "/pts: a second publisher ..."}))
-    assert alive[0].level == WARN and "lidar: see the sensor status" in alive[0].message
-    assert alive[2].level == WARN and alive[2].message.startswith("alive: /pts")
-    assert assess(_health(("rgb", "lidar")))[-1].level == OK
-    out = assess(_health(("rgb", "lidar"), outputs={"/charm/mask": "/charm/mask: /rviz subscribes reliable ..."}))
-    assert out[0].level == OK and out[-1].name == "charm: outputs" and out[-1].level == WARN
-    assert "/charm/mask" in out[-1].message
-
-
-def test_paused_and_idle_nodes_say_so():
-    paused = assess(_health(("rgb",), paused=True))
-    assert paused[0].level == OK and paused[0].message.startswith("paused by ~/enable")
-    assert paused[0].values["enabled"] == "false" and paused[0].values["lifecycle_state"] == "active"
-    idle = idle_reports("inactive", {})
-    assert idle[0].level == OK and idle[0].message.startswith("inactive: no inference")
-    assert idle[0].values == {"lifecycle_state": "inactive"} and idle[1].name == "charm: outputs"
-
-
-# ------------------------------------------------------------------ launch conditions, Foxglove schemas
-def test_launch_entries_honour_if_and_unless(tmp_path):
-    path = tmp_path / "x.launch.yaml"
-    path.write_text("""launch:
-- arg: {name: viewer, default: "false"}
-- node: {pkg: charm_ros, exec: charm_node, name: a}
-- node: {pkg: charm_ros, exec: not_installed_anywhere, name: b, if: $(var viewer)}
-- node: {pkg: charm_ros, exec: charm_node, name: c, unless: $(var viewer)}
-""")
-    assert [s.name for s in load_launch_yaml(path)[0]] == ["a", "c"], "a false `if` is not even resolved"
-    with pytest.raises(FileNotFoundError, match="not_installed_anywhere"):
-        load_launch_yaml(path, {"viewer": "true"})
-    with pytest.raises(ValueError, match="expected true or false"):
-        load_launch_yaml(path, {"viewer": "maybe"})
-
-
-def test_ros2msg_schema_lists_every_nested_type_once():
-    schema = ros2msg_schema("sensor_msgs/msg/PointCloud2")
-    sections = [line for line in schema.splitlines() if line.startswith("MSG: ")]
-    assert sections == ["MSG: std_msgs/Header", "MSG: sensor_msgs/PointField", "MSG: builtin_interfaces/Time"]
-    assert schema.startswith("# This message holds a collection of N-dimensional points")
-    assert "uint8 FLOAT32 = 7" in schema and schema.count("=" * 80) == 3
-
-
-# ------------------------------------------------------------------ memory a deactivated node gives back
-def _b0_predictor(tmp_path, device: str) -> tuple[Predictor, int]:
-    import torch
-
-    from charm_core.checkpoint import save_checkpoint
-    from charm_core.model import ModelConfig, build_model
-
-    torch.manual_seed(0)
-    config = ModelConfig(backbone="b0")
-    path = tmp_path / "b0.safetensors"
-    save_checkpoint(path, build_model(config).eval(), config, provenance={"input_size": [64, 64]})
-    predictor = Predictor.from_checkpoint(path, device=device)
-    predictor.predict({"rgb": np.zeros((3, 64, 64), np.float32)})
-    return predictor, path.stat().st_size
-
-
-def _rss_bytes() -> int:
-    line = next(line for line in open("/proc/self/status") if line.startswith("VmRSS:"))
-    return int(line.split()[1]) * 1024
-
-
-def test_release_memory_gives_the_models_memory_back_on_cpu(tmp_path, one_torch_thread):
-    from charm_core.inference import release_memory
-    from charm_core.malloc_tuning import release_freed_memory
-
-    release_freed_memory()  # what earlier tests freed is not counted below
-    predictor, size = _b0_predictor(tmp_path, "cpu")
-    loaded = _rss_bytes()
-    device = predictor.device
-    del predictor
-    release_memory(device)
-    assert loaded - _rss_bytes() >= size / 2, "dropping the predictor left its memory in the process"
-
-
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA device")
-def test_release_memory_gives_the_models_memory_back_on_cuda(tmp_path):
-    import torch
-
-    from charm_core.inference import release_memory
-
-    predictor, size = _b0_predictor(tmp_path, "cuda")
-    device = predictor.device
-    assert torch.cuda.memory_reserved(device) >= size
-    del predictor
-    release_memory(device)
-    assert torch.cuda.memory_allocated(device) < size / 2 and torch.cuda.memory_reserved(device) < size / 2

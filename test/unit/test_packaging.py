@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from support import ROOT
 
 LAUNCH_PY = sorted((ROOT / "launch").glob("*.launch.py"))
 LAUNCH_YAML = sorted((ROOT / "launch").glob("*.launch.yaml"))

@@ -114,7 +114,7 @@ def test_a_sensor_the_checkpoint_was_not_trained_with_is_refused_at_start(tmp_pa
     from charm_core.model import ModelConfig, build_model
     from charm_ros.runtime.node_config import validate
     from charm_ros.runtime.parameters import load_param_file
-    from conftest import ROOT
+    from support import ROOT
 
     torch.manual_seed(0)
     config = ModelConfig(backbone="tiny", modalities=("rgb", "depth"))
@@ -126,7 +126,8 @@ def test_a_sensor_the_checkpoint_was_not_trained_with_is_refused_at_start(tmp_pa
                                          r"event.enabled, lidar.enabled to false"):
         Pipeline.for_node(predictor, validate(params).pipeline, validate(params).enabled)
     params.update({"event.enabled": False, "lidar.enabled": False})
-    assert Pipeline.for_node(predictor, validate(params).pipeline, validate(params).enabled).config.input_size == (64, 64)
+    config = validate(params)
+    assert Pipeline.for_node(predictor, config.pipeline, config.enabled).config.input_size == (64, 64)
 
 
 def test_lidar_intensity_field_and_scale_parameters(predictor):
@@ -213,8 +214,9 @@ def test_a_camera_info_of_another_size_is_a_camera_info_rejection_not_a_model_fa
 
 def test_an_image_buffered_before_its_camera_changed_size_is_left_out_not_fatal(world_frame, predictor):
     """A small RGB image taken while its camera was unknown, then (before the frame holding it is
-    encoded) a full-size image and its CameraInfo: the frame is encoded without the small image (LiDAR alone is left), with the reason. It
-    used to raise out of the encoders and end the node's inference thread (a garbage publisher in CI)."""
+    encoded) a full-size image and its CameraInfo: the frame is encoded without the small image (LiDAR
+    alone is left), with the reason. It used to raise out of the encoders and end the node's inference
+    thread (a garbage publisher in CI)."""
     from sensor_msgs.msg import CameraInfo
 
     from charm_ros.msgs import images, pointclouds
@@ -234,7 +236,8 @@ def test_an_image_buffered_before_its_camera_changed_size_is_left_out_not_fatal(
     full.header.stamp.sec = 2
     engine.accept("rgb", full, 1.05)
     K = world_frame.K
-    engine.accept_camera_info("rgb", CameraInfo(height=96, width=128, k=[K[0, 0], 0, K[0, 2], 0, K[1, 1], K[1, 2], 0, 0, 1]))
+    engine.accept_camera_info("rgb", CameraInfo(height=96, width=128,
+                                                k=[K[0, 0], 0, K[0, 2], 0, K[1, 1], K[1, 2], 0, 0, 1]))
     result = engine.run(frame, 2.0)
     assert result.subset == ("lidar",) and engine.counters.model_error == ""
     assert "rgb image is 48x32 but the camera it is encoded in is 128x96" in result.skipped["rgb"]

@@ -34,7 +34,7 @@ from charm_core.runtimes.cache import GraphCache, file_sha256, record_path, writ
 from charm_core.runtimes.graph import (GraphSpec, decide, exporter_version, graph_metadata, runtime_graph,
                                       upsample_and_decide)
 from charm_core.train.cli import eval_main
-from conftest import ROOT
+from support import ROOT
 
 SHIPPED = ROOT / "models" / "charm_tiny_synthetic.safetensors"
 FULL = os.environ.get("CHARM_FULL_ACCEPTANCE") == "1"

@@ -9,7 +9,7 @@ import pytest
 
 from charm_core.data.synthetic.export import write_dataset
 from charm_core.train.cli import eval_main
-from conftest import ROOT
+from support import ROOT
 
 CHECKPOINT = ROOT / "models" / "charm_tiny_synthetic.safetensors"
 # charm-synth --val 4 --seed 1000 --size 256, then charm-eval on it, both with the code before this

@@ -8,7 +8,7 @@ from charm_core.data.deliver import DeliverDataset
 from charm_core.train.cli import eval_main, train_main
 from charm_core.train.config import load_config
 from charm_core.train.trainer import EvalBatches, Trainer, collate
-from conftest import ROOT
+from support import ROOT
 
 TINY = ["model.backbone=tiny", "size=[64, 64]", "batch_size=4", "workers=0", "threads=1", "val_max_samples=4"]
 
