@@ -158,8 +158,11 @@ class CharmNode(LifecycleNode):
             self.get_logger().warning(f"rejected {sensor} message: {exc}", throttle_duration_sec=5.0)
         while self.engine.content_events:  # a content fault entered or recovered: logged once
             verdict = self.engine.content_events.popleft()
-            log = self.get_logger().warning if verdict.fault.kind else self.get_logger().info
-            log(verdict.text())
+            # two call sites: rclpy refuses one call site logging at two severities (ValueError, the node dies)
+            if verdict.fault.kind:
+                self.get_logger().warning(verdict.text())
+            else:
+                self.get_logger().info(verdict.text())
 
     def _on_camera_info(self, sensor: str, msg: CameraInfo) -> None:
         try:
