@@ -1,7 +1,7 @@
 """Scripted content faults, e.g. "depth:frozen:8-14,lidar:sparse:20-26" (sensor:fault:start-end, seconds
 from start, half-open): the sensor keeps publishing with fresh stamps, but its content lies.
 
-The counterpart of `charm_ros.tools.dropouts` (a silent sensor) for a sensor that lies. Faults act on
+The counterpart of `charm_ros.runtime.dropouts` (a silent sensor) for a sensor that lies. Faults act on
 converted arrays (what `Pipeline.accept` returns: HxWx3 uint8 rgb/event, HxW float32 depth in metres
 or a single-channel camera in physical units, Nx4 float32 LiDAR points), so the sim rig (before it
 publishes), `charm-bag-eval` (after conversion) and the fault benchmark inject the same faults.
