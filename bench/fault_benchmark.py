@@ -53,7 +53,7 @@ CHECKPOINTS = ("models/charm_tiny_synthetic.safetensors", "models/charm_tiny_the
 HELD_OUT_SEED = 1000
 FPS = 10.0
 START_S = 100.0             # header stamp of a drive's first frame
-FAULT_SPAN = (0.25, 0.75)   # the fault covers this part of every drive
+FAULT_SPAN = (0.15, 0.85)   # the fault covers this part of every drive (4.2 s of a 6 s drive)
 ROWS = {
     "depth": ("frozen", "frozen_old", "frozen_jitter", "saturated", "noise", "covered"),
     "lidar": ("frozen", "frozen_old", "frozen_jitter", "sparse", "noise"),

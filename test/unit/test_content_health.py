@@ -77,7 +77,7 @@ def test_frozen_is_found_with_jitter_and_left_out_then_recovers(sensor, fault):
 
 @pytest.mark.parametrize("sensor, fault, kind", [
     ("depth", "frozen", "frozen"), ("depth", "saturated", "saturated"), ("depth", "noise", "noisy"),
-    ("depth", "covered", "collapsed"), ("lidar", "frozen_jitter", "frozen"), ("lidar", "sparse", "collapsed"),
+    ("rgb", "black", "blinded"), ("lidar", "frozen_jitter", "frozen"), ("lidar", "sparse", "collapsed"),
     ("event", "frozen", "frozen"), ("event", "saturated", "saturated"), ("thermal", "flat", "flat"),
     ("rgb", "frozen_old", "frozen")])
 def test_every_excluded_fault_recovers_and_leaves_the_history_unpolluted(sensor, fault, kind):
