@@ -113,7 +113,13 @@ def test_node_degrades_and_recovers_over_dds(frames_npz, random_checkpoint, chil
         assert rec.wait_masks(10, t_garbage, 10.0), \
             f"{len(rec.masks_between(t_garbage, math.inf))} masks in 10 s beside the garbage"
         assert launcher.poll()["charm"] is None
-        assert rec.subset_at_end() == FOUR
+        # still on all four, unless content health (charm_ros/runtime/content_health.py) judged a sensor's
+        # stream, blank frames among its garbage, faulty: then it is left out and named, not dropped silently
+        def named() -> bool:   # ~/subset per frame and the 1 s diagnostics agree on what is left out
+            with rec.lock:
+                excluded = set(rec.pipeline_values.get("excluded", "none").split("+")) - {"none"}
+            return set(rec.subset_at_end().split("+")) == set(MODALITIES) - excluded and len(excluded) <= 1
+        assert wait_until(named, 15), (rec.subset_at_end(), rec.pipeline_values.get("excluded"))
     finally:
         for proc in list(publishers.values()) + garbage_procs:
             proc.kill()
@@ -157,12 +163,16 @@ def test_five_sensor_rig_thermal_drops_out_and_returns_over_dds(random_checkpoin
 
     inputs = [f"{m}/image" for m in ("rgb", "depth", "event", "thermal")] + ["lidar/points"] + [
         f"{m}/camera_info" for m in ("rgb", "depth", "thermal")]
+    # patient sync and a small rig: on a loaded machine the rig renders five sensors live below its 10 Hz and
+    # unevenly, and a frame must still wait for the others rather than fire on the reference alone
     node = NodeSpec(command=[resolve_executable("charm_node")], name="charm", params_files=[str(PARAMS)],
-                    parameters={"model.checkpoint": str(random_checkpoint5), "model.backend": "torch"},
+                    parameters={"model.checkpoint": str(random_checkpoint5), "model.backend": "torch",
+                                "sync.timeout": 1.0},
                     remappings=[(f"~/{topic}", f"/sim_rig/{topic}") for topic in inputs])
     rig = NodeSpec(command=[resolve_executable("charm_sim_rig")], name="sim_rig",
                    params_files=[str(ROOT / "config" / "sim_rig.param.yaml")],
-                   parameters={"modalities": "rgb,depth,event,lidar,thermal", "dropouts": "thermal:12-16"})
+                   parameters={"modalities": "rgb,depth,event,lidar,thermal", "dropouts": "thermal:12-16",
+                               "size": [128, 160]})
     with Launcher([node], env=child_env) as node_launcher:
         # the rig starts once the node runs (model loaded): the dropout then falls where the node is steady
         assert rec.wait_level(2, 0.0, 90) is not None, "the node never came up (no /diagnostics)"
@@ -188,6 +198,5 @@ def test_five_sensor_rig_thermal_drops_out_and_returns_over_dds(random_checkpoin
     levels = {level for _, level, _ in thermal_status}
     assert OK_LEVEL in levels and 1 in levels, f"thermal's status went OK -> WARN (stale): {thermal_status[-3:]}"
     assert gap < STALL_S, f"the masks stalled {gap:.2f} s over thermal's dropout and return"
-    # steady on five: most frames use every sensor (on a loaded machine the rig renders unevenly, and a frame
-    # stamped early against the sensors' period may fire on the reference alone: the share is a bench figure)
+    # steady on five: most frames use every sensor (the share on an unloaded rig is a bench figure)
     assert subsets.count(five) > len(subsets) / 2, subsets
