@@ -169,7 +169,10 @@ class Bench:
             n = len(frames)
             first, last = (round(FAULT_SPAN[0] * n), round(FAULT_SPAN[1] * n)) if fault else (0, n)
             faulted = range(first, last)
-            schedule = parse_faults(f"{sensor}:{fault}:{first / FPS}-{last / FPS}", self.sensors) if fault else []
+            # boundaries half a frame early: the Engine's time is a difference of stamps (100 + 5.1 - 100 =
+            # 5.0999...), which at a whole frame's time could fall on either side of it
+            span = f"{(first - 0.5) / FPS}-{(last - 0.5) / FPS}"
+            schedule = parse_faults(f"{sensor}:{fault}:{span}", self.sensors) if fault else []
             injector = RecordingInjector(schedule, seed=HELD_OUT_SEED)
             engine = self.engine(injector)
             self.drive_key = (case, condition)
