@@ -117,7 +117,8 @@ def clear_stale_shm(shm_dir: Path = SHM_DIR) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m charm_ros.env", description=__doc__,
                                      formatter_class=HelpFormatter)
-    parser.add_argument("--domain-id", type=int, default=None, help=f"ROS_DOMAIN_ID (default: the exported one, else {DEFAULT_DOMAIN_ID})")
+    parser.add_argument("--domain-id", type=int, default=None,
+                        help=f"ROS_DOMAIN_ID (default: the exported one, else {DEFAULT_DOMAIN_ID})")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="command to run (after --)")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command

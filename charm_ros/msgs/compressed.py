@@ -60,7 +60,8 @@ def _decode_depth(original: str, transport: str, raw: np.ndarray) -> tuple[str, 
     if codec not in ("png", "rvl"):
         raise ValueError(f"compressedDepth {codec!r} is not a compressedDepth format (png or rvl)")
     if raw.size <= _DEPTH_HEADER.itemsize:
-        raise ValueError(f"compressedDepth data has {raw.size} bytes, shorter than its {_DEPTH_HEADER.itemsize}-byte header")
+        raise ValueError(f"compressedDepth data has {raw.size} bytes, shorter than its "
+                         f"{_DEPTH_HEADER.itemsize}-byte header")
     if original not in ("16UC1", "mono16", "32FC1"):
         raise ValueError(f"compressedDepth of encoding {original!r}: expected 16UC1, mono16 or 32FC1")
     header = np.frombuffer(raw[:_DEPTH_HEADER.itemsize].tobytes(), dtype=_DEPTH_HEADER)[0]

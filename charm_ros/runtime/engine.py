@@ -62,7 +62,8 @@ class Counters:
 
 class Engine:
     def __init__(self, predictor: Predictor, config: NodeConfig) -> None:
-        self.pipeline = Pipeline.for_node(predictor, config.pipeline, config.enabled)  # raises ValueError for sensors it lacks
+        # raises ValueError for enabled sensors the checkpoint lacks
+        self.pipeline = Pipeline.for_node(predictor, config.pipeline, config.enabled)
         self.config = config
         self.palette = resolve_palette(config.palette, predictor.palette)
         self.sync = Synchronizer(config.sync)
