@@ -32,16 +32,23 @@ LIDAR_RINGS = 8      # elevation bands of 1/8 rad (every point counts: a subsamp
 # absolute change compared with the typical one of a busier stretch looked frozen (docs/sensor_health.md).
 ACTIVITY_RELATIVE = ("event",)
 
-# fault kind -> the sensors it leaves out (when `health.exclude` is on); other findings are reported
-# only, since keeping such a sensor did not cost CHARM accuracy on the fault benchmark.
+# fault kind -> the sensors it leaves out (when `health.exclude` is on), by role: DELIVER's four by name,
+# "camera" for every further single-channel camera (thermal, NIR, ...: any name, checked as thermal is);
+# other findings are reported only, since keeping such a sensor did not cost CHARM accuracy on the fault
+# benchmark.
 EXCLUDED_FAULTS: dict[str, tuple[str, ...]] = {
-    "frozen": ("rgb", "depth", "event", "lidar", "thermal"),
+    "frozen": ("rgb", "depth", "event", "lidar", "camera"),
     "saturated": ("depth", "event"),
     "noisy": ("depth",),
     "collapsed": ("lidar",),   # a collapsed (half-covered) depth still helped CHARM: 36.1 kept, 35.1 without
     "blinded": ("rgb",),       # a black or white rgb cost 0.5-1.2 mIoU kept against leaving it out
-    "flat": ("thermal",),
+    "flat": ("camera",),
 }
+
+
+def role(sensor: str) -> str:
+    """The sensor's row in EXCLUDED_FAULTS: its name for DELIVER's four, "camera" for a further camera."""
+    return sensor if sensor in ("rgb", "depth", "event", "lidar") else "camera"
 
 
 @dataclass(frozen=True)
@@ -299,7 +306,7 @@ class ContentHealth:
 
     # ------------------------------------------------------------------ internals
     def _excludes(self, sensor: str, fault: Finding) -> bool:
-        return self.config.exclude and sensor in EXCLUDED_FAULTS.get(fault.kind, ())
+        return self.config.exclude and role(sensor) in EXCLUDED_FAULTS.get(fault.kind, ())
 
     def _update_change(self, sensor: str, state: SensorState, signature: Signature,
                        now: float) -> tuple[float | None, bool | None]:

@@ -183,3 +183,19 @@ def test_frozen_old_repeats_the_frame_from_two_seconds_before():
     out = [injector.apply("rgb", frames[k], k / FPS) for k in range(60)]
     assert out[29][0, 0, 0] == 29 and out[30][0, 0, 0] == 10 and out[49][0, 0, 0] == 10
     assert out[50][0, 0, 0] == 50
+
+
+@pytest.mark.parametrize("fault, kind", [("flat", "flat"), ("frozen", "frozen")])
+def test_a_further_camera_of_any_name_is_treated_as_thermal_is(fault, kind):
+    """A NIR camera (or a second thermal) is configuration, not code: its faults leave it out too."""
+    health = ContentHealth()
+    schedule = FaultInjector(parse_faults(f"nir:{fault}:2.0-3.0", (*SENSORS, "nir")), seed=1)
+    for k in range(40):
+        t = k / FPS
+        arrays = scene(t)
+        arrays["nir"] = arrays.pop("thermal")
+        for sensor, array in arrays.items():
+            verdict = health.observe(sensor, schedule.apply(sensor, array, t), stamp=t + 1.0)
+        if k == 27:
+            assert verdict.sensor == "nir" and verdict.fault.kind == kind and "nir" in health.excluded()
+    assert "nir" not in health.excluded()
