@@ -22,8 +22,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+RESUBSCRIBE_S = 3.0  # a topic advertised but silent this long is subscribed again, as a viewer reconnecting would
+
+
 async def _watch(port: int, topics: dict[str, type], timeout: float) -> dict[str, object]:
-    """Subscribe over the Foxglove WebSocket protocol and decode one message of each topic."""
+    """Subscribe over the Foxglove WebSocket protocol and decode one message of each topic. A subscription
+    the server did not take (on a loaded machine it can answer "attempted to subscribe to unknown channel"
+    for a channel it has just advertised) is made again until the topic's first message arrives."""
     import websockets
     from rclpy.serialization import deserialize_message
 
@@ -31,23 +36,33 @@ async def _watch(port: int, topics: dict[str, type], timeout: float) -> dict[str
     async with websockets.connect(f"ws://127.0.0.1:{port}", max_size=None,
                                   subprotocols=["foxglove.sdk.v1", "foxglove.websocket.v1"]) as ws:
         assert json.loads(await ws.recv())["op"] == "serverInfo"
-        channels, subscriptions = {}, {}
+        channels: dict[int, str] = {}       # channel id -> topic
+        subscriptions: dict[int, str] = {}  # subscription id -> topic
+        subscribed_at: dict[int, float] = {}  # channel id -> when it was last subscribed
+
+        async def subscribe(channel: int) -> None:
+            subscriptions[len(subscriptions) + 1] = channels[channel]
+            subscribed_at[channel] = time.monotonic()
+            await ws.send(json.dumps({"op": "subscribe", "subscriptions": [
+                {"id": len(subscriptions), "channelId": channel}]}))
+
         deadline = time.monotonic() + timeout
         while len(decoded) < len(topics) and time.monotonic() < deadline:
+            for channel, topic in channels.items():
+                if topic not in decoded and time.monotonic() - subscribed_at[channel] > RESUBSCRIBE_S:
+                    await subscribe(channel)
             try:
-                message = await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.monotonic()))
+                message = await asyncio.wait_for(ws.recv(), min(1.0, max(0.1, deadline - time.monotonic())))
             except asyncio.TimeoutError:
-                break
+                continue
             if isinstance(message, str):
                 body = json.loads(message)
                 if body["op"] == "advertise":
                     for ch in body["channels"]:
-                        if ch["topic"] in topics and ch["topic"] not in channels.values():
+                        if ch["topic"] in topics and ch["id"] not in channels:
                             assert ch["encoding"] == "cdr" and ch["schemaEncoding"] == "ros2msg"
                             channels[ch["id"]] = ch["topic"]
-                            subscriptions[len(subscriptions) + 1] = ch["topic"]
-                            await ws.send(json.dumps({"op": "subscribe", "subscriptions": [
-                                {"id": len(subscriptions), "channelId": ch["id"]}]}))
+                            await subscribe(ch["id"])
             elif message[0] == 1:  # messageData: opcode, subscription id, log time, payload
                 subscription, _ = struct.unpack_from("<IQ", message, 1)
                 topic = subscriptions[subscription]
