@@ -270,7 +270,7 @@ def table(rows: list[Row], clean: list[Row]) -> str:
         recovered = f"{100 * (policy - kept) / loss:.0f}%" if loss > 1.0 else ""
         sensor, fault = r.name.split(":")
         lines.append(f"| {sensor} | {fault} | {r.frames} | {kept:.1f} | {excluded:.1f} | {policy:.1f} | "
-                     f"{policy - max(kept, excluded):+.1f} | {recovered} | {r.policy_excluded / r.frames:.0%} | "
+                     f"{policy - max(kept, excluded):+.2f} | {recovered} | {r.policy_excluded / r.frames:.0%} | "
                      f"{r.false_exclusions} | {causes(r)} | {delay(r.detect_s)} | {delay(r.recover_s)} |")
     for r in clean:
         lines.append(f"| clean | {r.name.split(':')[1]} | {r.frames} | {miou(r.kept):.1f} | | {miou(r.policy):.1f} "
